@@ -1,0 +1,99 @@
+"""The shared image DataModule: datasets of un-augmented images, training augmentation on top.
+
+A concrete data module only says how to read a split (``load_split``); batching, workers,
+augmentation (random horizontal flip, uniform dequantization; training batches only) and the
+un-augmented iterator used for FID statistics live here once.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .transforms import random_hflip, uniform_dequantize
+
+
+class Augmented(Dataset):
+    """Wraps an un-augmented dataset of ``(x, y)`` and applies the training transforms."""
+
+    def __init__(self, base: Dataset, flip: bool, dequantize: bool, levels: int):
+        self.base, self.flip, self.dequantize, self.levels = base, flip, dequantize, levels
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        x, y = self.base[i]
+        if self.flip:
+            x = random_hflip(x)
+        if self.dequantize:
+            x = uniform_dequantize(x, self.levels)
+        return x, y
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base for image data modules. Subclasses set ``data_shape`` and implement ``load_split``."""
+
+    #: number of quantization levels of the stored pixels (256 for 8-bit images)
+    levels: int = 256
+    #: (C, H, W)
+    data_shape: tuple
+
+    def __init__(self, batch_size: int, num_workers: int, random_flip: bool, dequantize: bool,
+                 val_split: str, pin_memory: bool = True, persistent_workers: bool = True):
+        super().__init__()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.random_flip = random_flip
+        self.dequantize = dequantize
+        self.val_split = val_split
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.train_set = self.val_set = None
+
+    # -- to implement ------------------------------------------------------------------
+    def load_split(self, split: str) -> Dataset:
+        """Return an un-augmented dataset of ``(x float (C,H,W) in [0,1], y long)`` for ``split``."""
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Raise ``DataError`` with an actionable message when the data is absent or broken."""
+
+    # -- Lightning -----------------------------------------------------------------------
+    def setup(self, stage: str | None = None):
+        if self.train_set is None:
+            self.train_set = self.load_split("train")
+            self.val_set = self.load_split(self.val_split)
+
+    def _loader(self, dataset, shuffle: bool, drop_last: bool, batch_size: int | None = None):
+        workers = self.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.batch_size,
+            shuffle=shuffle,
+            drop_last=drop_last,
+            num_workers=workers,
+            pin_memory=self.pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.persistent_workers and workers > 0,
+        )
+
+    def train_dataloader(self):
+        aug = Augmented(self.train_set, self.random_flip, self.dequantize, self.levels)
+        return self._loader(aug, shuffle=True, drop_last=len(self.train_set) >= self.batch_size)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, shuffle=False, drop_last=False)
+
+    def iter_unaugmented(self, split: str, batch_size: int = 256) -> Iterator[torch.Tensor]:
+        """Deterministic, un-augmented batches of images of ``split`` (for FID statistics)."""
+        loader = DataLoader(self.load_split(split), batch_size=batch_size, shuffle=False,
+                            num_workers=0)
+        for x, _ in loader:
+            yield x
+
+
+class DataError(RuntimeError):
+    """Data absent, incomplete or corrupt; the message says what was looked for and how to fix it."""
