@@ -43,6 +43,7 @@ def annealed_langevin(
     generator: torch.Generator | None = None,
     keep_frames: bool = False,
     progress: bool = True,
+    noise: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> LangevinResult:
     """Annealed Langevin dynamics, NCSN Algorithm 1 (reference code's convention).
 
@@ -51,6 +52,8 @@ def annealed_langevin(
     With ``denoise`` (NCSNv2, Sec. 4 / Appendix: "denoising" trick, Tweedie's formula) a final
     step x <- x + sigma_L^2 * s(x, L-1) without noise is applied.
     ``x`` is the initial state (the caller chooses its distribution); it is not modified.
+    ``noise(x)``, if given, returns each step's z instead of N(0, I) drawn from ``generator``
+    (NCSNv2 interpolation slerps the noise of two seeds).
     """
     n = x.shape[0]
     sig = [float(s) for s in sigmas]
@@ -61,7 +64,10 @@ def annealed_langevin(
         alpha = step_lr * (sigma / sig[-1]) ** 2
         noise_scale = math.sqrt(2.0 * alpha)
         for _ in range(n_steps_each):
-            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            if noise is None:
+                z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            else:
+                z = noise(x)
             x = x + alpha * score(x, labels) + noise_scale * z
         bar.update(n_steps_each)
         if keep_frames:
@@ -102,3 +108,70 @@ def langevin(
             frames.append(x.detach().cpu())
     bar.close()
     return LangevinResult(x, x, frames)
+
+
+SAMPLER_KINDS = ("annealed", "langevin")
+
+
+class Sampler:
+    """The configured sampler (config group ``sampler``): which loop, its step sizes, how many
+    samples, and the initial distribution U(init_low, init_high) (the reference code starts
+    image samplers from U[0, 1]).
+
+    ``kind='langevin'`` is plain Langevin at the smallest sigma with step size ``step_lr`` and
+    ``n_steps_each * L`` steps: as many network evaluations as the annealed sampler.
+    """
+
+    def __init__(self, kind: str = "annealed", step_lr: float = 2e-5, n_steps_each: int = 100,
+                 denoise: bool = False, n_samples: int = 64, batch_size: int = 1000,
+                 init_low: float = 0.0, init_high: float = 1.0):
+        checks = [
+            (kind in SAMPLER_KINDS, "kind", kind, f"one of {SAMPLER_KINDS}"),
+            (_is_number(step_lr) and step_lr > 0, "step_lr", step_lr, "a number > 0"),
+            (_is_int(n_steps_each) and n_steps_each >= 1, "n_steps_each", n_steps_each, "an integer >= 1"),
+            (isinstance(denoise, bool), "denoise", denoise, "true or false"),
+            (_is_int(n_samples) and n_samples >= 1, "n_samples", n_samples, "an integer >= 1"),
+            (_is_int(batch_size) and batch_size >= 1, "batch_size", batch_size, "an integer >= 1"),
+            (_is_number(init_low) and _is_number(init_high) and init_low < init_high, "init_high",
+             init_high, f"a number > sampler.init_low={init_low}"),
+        ]
+        for ok, key, value, allowed in checks:
+            if not ok:
+                raise ValueError(f"sampler.{key}={value!r} is invalid: must be {allowed}")
+        self.kind, self.step_lr, self.n_steps_each, self.denoise = kind, float(step_lr), n_steps_each, denoise
+        self.n_samples, self.batch_size = n_samples, batch_size
+        self.init_low, self.init_high = float(init_low), float(init_high)
+
+    def __call__(self, score: ScoreFn, sigmas: torch.Tensor, shape: tuple, generator: torch.Generator,
+                 device=None, n: int | None = None, keep_frames: bool = False,
+                 progress: bool = True, denoise: bool | None = None) -> LangevinResult:
+        """Draw ``n`` (default ``n_samples``) samples of per-sample ``shape``, in batches.
+        ``denoise`` overrides the configured final denoising step (None: as configured); the
+        result always holds the iterate before it too (``before_denoise``)."""
+        n = self.n_samples if n is None else n
+        denoise = self.denoise if denoise is None else denoise
+        parts = []
+        for start in range(0, n, self.batch_size):
+            m = min(self.batch_size, n - start)
+            u = torch.rand((m, *shape), generator=generator, device=device)
+            x = self.init_low + (self.init_high - self.init_low) * u
+            if self.kind == "annealed":
+                parts.append(annealed_langevin(score, x, sigmas, self.step_lr, self.n_steps_each, denoise,
+                                               generator, keep_frames, progress))
+            else:
+                parts.append(langevin(score, x, len(sigmas) - 1, self.step_lr, self.n_steps_each * len(sigmas),
+                                      generator, keep_frames, self.n_steps_each, progress))
+        if not parts:
+            empty = torch.empty((0, *shape), device=device)
+            return LangevinResult(empty, empty, [])
+        frames = [torch.cat(f) for f in zip(*(p.frames for p in parts))] if keep_frames else []
+        return LangevinResult(torch.cat([p.samples for p in parts]),
+                              torch.cat([p.before_denoise for p in parts]), frames)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

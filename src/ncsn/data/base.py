@@ -96,4 +96,17 @@ class ImageDataModule(L.LightningDataModule):
 
 
 class DataError(RuntimeError):
-    """Data absent, incomplete or corrupt; the message says what was looked for and how to fix it."""
+    """Data absent, incomplete or corrupt; the message says what was looked for and how to fix it.
+
+    Raised inside a DataLoader worker (e.g. a corrupt JPEG), torch re-raises it in the main process
+    as ``DataError("Caught DataError in DataLoader worker process N.\\nOriginal Traceback ...")``;
+    the message is cut back to the original one (the full text stays in ``worker_traceback``).
+    """
+
+    def __init__(self, message: str = ""):
+        self.worker_traceback = None
+        marker = f"\n{type(self).__module__}.{type(self).__qualname__}: "
+        if message.startswith(f"Caught {type(self).__name__} in DataLoader worker") and marker in message:
+            self.worker_traceback = message
+            message = message[message.rfind(marker) + len(marker):].rstrip()
+        super().__init__(message)

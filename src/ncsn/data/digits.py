@@ -24,11 +24,19 @@ class DigitsDataModule(ImageDataModule):
     levels = 17  # pixel values are k / 16
     data_shape = (1, 8, 8)
 
-    def __init__(self, batch_size: int = 128, num_workers: int = 0, random_flip: bool = False,
+    def __init__(self, channels: int = 1, image_size: int = 8, batch_size: int = 128, num_workers: int = 0,
+                 random_flip: bool = False,
                  dequantize: bool = True, val_split: str = "val", num_val: int = 197, split_seed: int = 0,
                  pin_memory: bool = True, persistent_workers: bool = True):
         super().__init__(batch_size, num_workers, random_flip, dequantize, val_split, pin_memory,
                          persistent_workers)
+        if channels != 1:
+            raise ValueError(f"data.channels={channels}: the digits are grayscale, channels must be 1")
+        if image_size != 8:
+            raise ValueError(f"data.image_size={image_size}: the digits are 8x8, image_size must be 8")
+        if not 0 < num_val < 1797:
+            raise ValueError(f"data.num_val={num_val}: must be in 1..1796 (the digits have 1,797 images)")
+        self.channels, self.image_size = channels, image_size
         self.num_val = num_val
         self.split_seed = split_seed
 

@@ -14,12 +14,15 @@ class ToyDataModule(L.LightningDataModule):
 
     data_shape = (2,)
 
-    def __init__(self, mixture: str = "paper", n_train: int = 10000, n_val: int = 2000, batch_size: int = 128,
+    def __init__(self, dim: int = 2, mixture: str = "paper", n_train: int = 10000, n_val: int = 2000, batch_size: int = 128,
                  seed: int = 0):
         super().__init__()
         if mixture != "paper":
             raise ValueError(f"data.mixture={mixture!r}: only 'paper' is defined")
         self.mixture: GaussianMixture = paper_mixture()
+        if dim != self.mixture.dim:
+            raise ValueError(f"data.dim={dim}: the {mixture!r} mixture is {self.mixture.dim}-D")
+        self.dim = dim
         self.n_train, self.n_val, self.batch_size, self.seed = n_train, n_val, batch_size, seed
         self.train_set = self.val_set = None
 

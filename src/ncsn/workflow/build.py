@@ -1,0 +1,64 @@
+"""Build the run's objects from a validated config. Construction errors become ConfigError."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from .config import ConfigError
+
+
+@contextlib.contextmanager
+def user_errors(what: str):
+    """Turn the ValueError/TypeError of a constructor into a one-line ConfigError."""
+    try:
+        yield
+    except ConfigError:
+        raise
+    except InstantiationException as e:
+        cause = e.__cause__ or e
+        raise ConfigError(f"{what}: {cause}") from None
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{what}: {e}") from None
+
+
+def build_sigmas(cfg: DictConfig) -> torch.Tensor:
+    with user_errors("sigmas"):
+        return instantiate(cfg.sigmas)
+
+
+def build_net(model_cfg: DictConfig, sigmas: torch.Tensor):
+    with user_errors("model"):
+        return instantiate(model_cfg, sigmas=sigmas)
+
+
+def build_datamodule(cfg: DictConfig, world_size: int):
+    """The data module with the per-device batch size (data.batch_size is the global batch)."""
+    if cfg.data.batch_size % world_size:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is invalid: must be divisible by the "
+                          f"number of processes ({world_size} = trainer.devices x trainer.num_nodes)")
+    with user_errors("data"):
+        return instantiate(cfg.data, batch_size=cfg.data.batch_size // world_size)
+
+
+def build_sampler(sampler_cfg: DictConfig):
+    with user_errors("sampler"):
+        return instantiate(sampler_cfg)
+
+
+def check_net_matches_data(net, data_shape: tuple) -> None:
+    """One forward pass on one example: the network must map the data's shape to itself."""
+    x = torch.rand(1, *data_shape)
+    try:
+        with torch.no_grad():
+            out = net(x, torch.zeros(1, dtype=torch.long))
+    except RuntimeError as e:
+        raise ConfigError(f"model does not fit data of shape {tuple(data_shape)} "
+                          f"(check model.in_channels and data.image_size): {str(e).splitlines()[0]}") from None
+    if tuple(out.shape) != tuple(x.shape):
+        raise ConfigError(f"model output shape {tuple(out.shape[1:])} differs from the data shape "
+                          f"{tuple(data_shape)} (check model.in_channels and data.image_size)")

@@ -1,0 +1,74 @@
+"""Checkpoint files: safe (weights-only) loading, resume resolution, architecture checks."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """torch.load with weights_only=True: a checkpoint holding arbitrary pickled objects is refused
+    (never executed). Every failure is a ConfigError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"ckpt_path={str(path)!r}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
+        raise ConfigError(f"ckpt_path={str(path)!r}: refused, not a plain weights-only checkpoint "
+                          f"(it holds objects that would run code when loaded, or is corrupt): {first}") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ConfigError(f"ckpt_path={str(path)!r}: unreadable or truncated checkpoint "
+                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ConfigError(f"ckpt_path={str(path)!r}: not a Lightning checkpoint of this project (no state_dict)")
+    return ckpt
+
+
+def net_state_dict(ckpt: dict, prefer_ema: bool = True) -> dict:
+    """The network's weights from a ScoreModel checkpoint: the EMA copy when present."""
+    sd = ckpt["state_dict"]
+    ema = {k[len("ema.module."):]: v for k, v in sd.items() if k.startswith("ema.module.")}
+    if prefer_ema and ema:
+        return ema
+    return {k[len("net."):]: v for k, v in sd.items() if k.startswith("net.")}
+
+
+def check_architecture(net: torch.nn.Module, weights: dict, path) -> None:
+    """Refuse weights that do not fit ``net``, listing the mismatched keys."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    shape = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
+             if k in weights and weights[k].shape != own[k].shape]
+    if missing or unexpected or shape:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shape)):
+            if keys:
+                parts.append(f"{label}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''} ({len(keys)})")
+        raise ConfigError(f"ckpt_path={str(path)!r}: checkpoint is from a different architecture; " + "; ".join(parts))
+
+
+def resolve_resume(ckpt_path: str | None, run_dir: Path, net: torch.nn.Module) -> str | None:
+    """null: the run dir's checkpoints/last.ckpt if it exists (resume), else a fresh start;
+    'last': that file, which must exist; else a path. The file is loaded weights-only and its
+    network weights must fit ``net``."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if ckpt_path is None:
+        if not last.exists():
+            return None
+        path = last
+    elif ckpt_path == "last":
+        if not last.exists():
+            raise ConfigError(f"ckpt_path='last': no {last} to resume from")
+        path = last
+    else:
+        path = Path(ckpt_path)
+    ckpt = load_checkpoint(path)
+    check_architecture(net, net_state_dict(ckpt, prefer_ema=False), path)
+    return str(path)

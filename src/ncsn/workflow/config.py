@@ -1,0 +1,180 @@
+"""Validation of a composed config, before any work starts, and the run directory's record.
+
+Every failure raises ``ConfigError`` with a one-line message naming the key (or path), the value
+and what is allowed; the entry points print it and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+#: Keys that may differ when a run directory is resumed.
+RESUME_IGNORED_KEYS = ("ckpt_path", "allow_config_change")
+HYDRA_SPECIAL = {"_target_", "_recursive_", "_convert_", "_partial_", "_args_"}
+PRECISIONS = ("64-true", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine")
+
+
+class ConfigError(ValueError):
+    """A bad config value, path or checkpoint; the message is meant for the user as it is."""
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _get(cfg, key):
+    return OmegaConf.select(cfg, key, default=None, throw_on_missing=False)
+
+
+def need(cfg, key: str, ok, allowed: str) -> None:
+    value = _get(cfg, key)
+    try:
+        good = ok(value)
+    except TypeError:
+        good = False
+    if not good:
+        raise ConfigError(f"{key}={value!r} is invalid: must be {allowed}")
+
+
+def check_targets(cfg: DictConfig, prefix: str = "") -> None:
+    """Every ``_target_`` node: the target imports and each key is one of its arguments."""
+    if isinstance(cfg, ListConfig):
+        for i, item in enumerate(cfg):
+            if isinstance(item, (DictConfig, ListConfig)):
+                check_targets(item, f"{prefix}[{i}]")
+        return
+    if "_target_" in cfg:
+        target = cfg["_target_"]
+        module, _, name = str(target).rpartition(".")
+        try:
+            obj = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError, ValueError):
+            raise ConfigError(f"{prefix}._target_={target!r} cannot be imported") from None
+        params = inspect.signature(obj).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            unknown = [k for k in cfg.keys() if k not in HYDRA_SPECIAL and k not in params]
+            if unknown:
+                allowed = ", ".join(k for k in params if k not in ("self",))
+                raise ConfigError(f"{prefix}.{unknown[0]} is not a key of {target} (allowed: {allowed})")
+    for key in cfg.keys():
+        child = cfg._get_node(key)
+        if isinstance(child, (DictConfig, ListConfig)) and not child._is_none() and key != "hydra":
+            check_targets(child, f"{prefix}.{key}" if prefix else str(key))
+
+
+def validate_train(cfg: DictConfig) -> None:
+    """The checks of train.py that need no object construction (the rest is caught by building)."""
+    need(cfg, "seed", _int, "an integer")
+    need(cfg, "anneal_power", _num, "a finite number (2 in the papers)")
+    need(cfg, "on_nonfinite", lambda v: v in ("raise", "skip"), "'raise' or 'skip'")
+    need(cfg, "allow_config_change", lambda v: isinstance(v, bool), "true or false")
+    need(cfg, "ckpt_path", lambda v: v is None or isinstance(v, str), "null, 'last' or a path")
+    validate_sigmas(cfg)
+    need(cfg, "optim.lr", lambda v: _num(v) and v > 0, "a number > 0")
+    need(cfg, "optim.beta1", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
+    need(cfg, "optim.beta2", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
+    need(cfg, "optim.eps", lambda v: _num(v) and v > 0, "a number > 0")
+    need(cfg, "optim.weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0")
+    need(cfg, "optim.amsgrad", lambda v: isinstance(v, bool), "true or false")
+    need(cfg, "optim.ema_decay", lambda v: v is None or (_num(v) and 0 <= v < 1), "null or a number in [0, 1)")
+    need(cfg, "data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    if "num_workers" in cfg.data:
+        need(cfg, "data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0")
+    need(cfg, "trainer.max_steps", lambda v: _int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1")
+    need(cfg, "trainer.max_epochs", lambda v: v is None or (_int(v) and (v >= 1 or v == -1)),
+         "null, -1 or an integer >= 1")
+    need(cfg, "trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {PRECISIONS}")
+    need(cfg, "trainer.gradient_clip_val", lambda v: v is None or (_num(v) and v > 0), "null or a number > 0")
+    need(cfg, "trainer.accumulate_grad_batches", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "trainer.check_val_every_n_epoch", lambda v: v is None or (_int(v) and v >= 1),
+         "null or an integer >= 1")
+    need(cfg, "trainer.devices", lambda v: v == "auto" or (_int(v) and (v >= 1 or v == -1)) or
+         isinstance(v, ListConfig), "'auto', -1, an integer >= 1 or a list of device ids")
+    need(cfg, "trainer.num_nodes", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    for key in ("every_n_train_steps", "every_n_epochs"):
+        if _get(cfg, f"callbacks.checkpoint.{key}") is not None:
+            need(cfg, f"callbacks.checkpoint.{key}", lambda v: _int(v) and v >= 1, "null or an integer >= 1")
+    if "samples" in (cfg.get("callbacks") or {}):
+        need(cfg, "callbacks.samples.every_n_epochs", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    fid_on = (_get(cfg, "fid.backend") or "none") != "none"
+    callbacks = cfg.get("callbacks") or {}
+    if callbacks.get("best") is not None and callbacks.best.get("monitor") in ("fid", "fid/denoised", "fid/no_denoise"):
+        if not fid_on or callbacks.get("samples") is None:
+            raise ConfigError(f"callbacks.best.monitor={callbacks.best.monitor!r} needs FID: set fid=classifier or "
+                              "fid=inception (and keep callbacks.samples), or callbacks.best=null")
+    if fid_on and callbacks.get("samples") is not None:
+        every, val_every = callbacks.samples.every_n_epochs, _get(cfg, "trainer.check_val_every_n_epoch") or 1
+        if every % val_every:
+            raise ConfigError(f"callbacks.samples.every_n_epochs={every} is invalid: must be a multiple of "
+                              f"trainer.check_val_every_n_epoch={val_every} (samples and FID run after validation)")
+    check_targets(cfg)
+
+
+def validate_sigmas(cfg: DictConfig) -> None:
+    need(cfg, "sigmas.kind", lambda v: v in ("geometric", "linear"), "'geometric' or 'linear'")
+    need(cfg, "sigmas.num_scales", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "sigmas.sigma_end", lambda v: _num(v) and v > 0, "a number > 0")
+    if cfg.sigmas.num_scales > 1:
+        need(cfg, "sigmas.sigma_begin", lambda v: _num(v) and v > cfg.sigmas.sigma_end,
+             f"a number > sigmas.sigma_end={cfg.sigmas.sigma_end} (index 0 is the largest sigma)")
+
+
+# -- the run directory's record -----------------------------------------------------------
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    keys = sorted(set(a) | set(b))
+    return [k for k in keys if k not in RESUME_IGNORED_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+def record_run_config(run_dir: Path, resolved: dict, overrides: list[str], allow_change: bool) -> bool:
+    """Write run_dir/.hydra/config.yaml (and overrides.yaml). If the directory already holds a
+    config, it must match (else ConfigError, unless ``allow_change``). Returns True when a config
+    was already there (a resumed run)."""
+    path = run_dir / ".hydra" / "config.yaml"
+    existed = path.exists()
+    if existed:
+        try:
+            old = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+        except Exception as e:  # noqa: BLE001 - any parse failure is reported the same way
+            raise ConfigError(f"{path}: the run directory's saved config cannot be read ({e})") from None
+        diff = config_differences(old, resolved)
+        if diff and not allow_change:
+            shown = ", ".join(f"{k}: {_flatten(old).get(k, '<absent>')!r} -> {_flatten(resolved).get(k, '<absent>')!r}"
+                              for k in diff[:5])
+            raise ConfigError(f"run directory {run_dir} already holds a different config ({shown}"
+                              f"{', ...' if len(diff) > 5 else ''}); use a new run directory, "
+                              "or allow_config_change=true to continue it anyway")
+        if diff:
+            backup = path.with_name(f"config.before-{len(list(path.parent.glob('config.before-*'))) + 1}.yaml")
+            os.replace(path, backup)
+    atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    atomic_write_text(run_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+    return existed
