@@ -16,14 +16,12 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
 def main(cfg: DictConfig) -> None:
-    from ncsn.workflow.config import ConfigError
+    from ncsn.workflow.entry import run_entry
     from ncsn.workflow.sample import sample
 
-    try:
-        sample(cfg)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    code = run_entry(sample, cfg)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

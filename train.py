@@ -16,18 +16,12 @@ from omegaconf import DictConfig
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 def main(cfg: DictConfig) -> None:
-    from ncsn.lit import NonFiniteLossError
-    from ncsn.workflow.config import ConfigError
+    from ncsn.workflow.entry import run_entry
     from ncsn.workflow.train import train
 
-    try:
-        train(cfg)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(3)
+    code = run_entry(train, cfg)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

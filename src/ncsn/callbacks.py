@@ -9,6 +9,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from .sampling import Sampler
 
@@ -88,6 +89,21 @@ class SampleCallback(Callback):
         if self.denoise_both:
             out["fid"] = out["fid/denoised"] if self.sampler.denoise else out["fid/no_denoise"]
         return out
+
+
+class PreemptionCheckpoint(Callback):
+    """Preemption: on SIGTERM, Lightning stops after the current batch (on every rank) with
+    ``SIGTERMException``; this saves ``dirpath/last.ckpt`` first, so the requeued job (or the same
+    command run again) resumes there. Errors (e.g. a non-finite loss) save nothing: the last good
+    checkpoint is kept. (Lightning's OnExceptionCheckpoint saves on any error and deletes its
+    file at teardown, so it cannot serve here.)"""
+
+    def __init__(self, dirpath: str):
+        self.dirpath = Path(dirpath)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.dirpath / "last.ckpt")
 
 
 def save_samples_figure(samples: torch.Tensor, path: Path, datamodule=None) -> None:

@@ -7,7 +7,10 @@ Thin glue: the loss is ``ncsn.losses.dsm_loss``, the noise levels are the networ
 
 from __future__ import annotations
 
+import random
+
 import lightning as L
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -15,6 +18,30 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from .losses import dsm_loss, per_level_mean
 
 NONFINITE_POLICIES = ("raise", "skip")
+
+
+def capture_rng_states() -> dict:
+    """Python, NumPy and torch (CPU, CUDA) generator states as plain tensors and numbers, so a
+    checkpoint holding them still loads with torch's weights-only unpickler."""
+    np_state = np.random.get_state()
+    states = {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class NonFiniteLossError(RuntimeError):
@@ -63,6 +90,14 @@ class ScoreModel(L.LightningModule):
 
     def forward(self, x, level_index):
         return self.score_net(x, level_index)
+
+    # -- checkpoints: random-number states, so a resumed run draws what a straight run draws --
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = capture_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_states" in checkpoint:
+            restore_rng_states(checkpoint["rng_states"])
 
     # -- training ------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

@@ -1,12 +1,15 @@
-"""Weights & Biases logger that never hangs: offline unless credentials and the server are there."""
+"""Loggers: Weights & Biases that never hangs (offline unless credentials and the server are
+there), and a CSV logger that keeps its metrics.csv across resumes."""
 
 from __future__ import annotations
 
+import csv
 import os
 import socket
 from urllib.parse import urlparse
 
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -50,3 +53,27 @@ def make_wandb_logger(save_dir: str, project: str, entity: str | None, mode: str
     os.makedirs(save_dir, exist_ok=True)
     return WandbLogger(save_dir=save_dir, project=project, entity=entity, group=group, name=name,
                        tags=list(tags), offline=resolved == "offline", mode=resolved)
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv when its directory is not empty;
+    a resumed run must keep it and append (new columns rewrite the header, rows are kept)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = sorted(next(csv.reader(f), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """CSVLogger writing ``metrics.csv`` into ``save_dir`` itself, appending across resumes."""
+
+    def __init__(self, save_dir: str):
+        super().__init__(save_dir=save_dir, name="", version="")
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment

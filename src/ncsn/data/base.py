@@ -11,7 +11,7 @@ from typing import Iterator
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .transforms import random_hflip, uniform_dequantize
 
@@ -53,6 +53,7 @@ class ImageDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
         self.train_set = self.val_set = None
+        self.shuffle_seed = 0  # the run's seed (set by the training workflow)
 
     # -- to implement ------------------------------------------------------------------
     def load_split(self, split: str) -> Dataset:
@@ -68,7 +69,7 @@ class ImageDataModule(L.LightningDataModule):
             self.train_set = self.load_split("train")
             self.val_set = self.load_split(self.val_split)
 
-    def _loader(self, dataset, shuffle: bool, drop_last: bool, batch_size: int | None = None):
+    def _loader(self, dataset, shuffle: bool, drop_last: bool, batch_size: int | None = None, generator=None):
         workers = self.num_workers
         return DataLoader(
             dataset,
@@ -78,14 +79,15 @@ class ImageDataModule(L.LightningDataModule):
             num_workers=workers,
             pin_memory=self.pin_memory and torch.cuda.is_available(),
             persistent_workers=self.persistent_workers and workers > 0,
+            generator=generator,
         )
 
     def train_dataloader(self):
         aug = Augmented(self.train_set, self.random_flip, self.dequantize, self.levels)
-        return self._loader(aug, shuffle=True, drop_last=len(self.train_set) >= self.batch_size)
+        return train_loader(self, aug, drop_last=len(self.train_set) >= self.batch_size)
 
     def val_dataloader(self):
-        return self._loader(self.val_set, shuffle=False, drop_last=False)
+        return self._loader(self.val_set, shuffle=False, drop_last=False, generator=fixed_generator())
 
     def iter_unaugmented(self, split: str, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """Deterministic, un-augmented batches of images of ``split`` (for FID statistics)."""
@@ -93,6 +95,51 @@ class ImageDataModule(L.LightningDataModule):
                             num_workers=0)
         for x, _ in loader:
             yield x
+
+
+class EpochShuffle(Sampler):
+    """A random order that depends only on (seed, epoch): Lightning calls ``set_epoch`` at every
+    epoch start, so a resumed run sees the same order as a straight one (the global RNG, which a
+    restart would advance differently, is not used)."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+def train_loader(dm, dataset, drop_last: bool) -> DataLoader:
+    """The training DataLoader of a data module (``batch_size``, ``num_workers``, ``shuffle_seed``
+    and the optional ``pin_memory``/``persistent_workers`` attributes). Under DDP, Lightning puts
+    its DistributedSampler (seeded by seed and epoch) in place of the shuffling."""
+    workers = getattr(dm, "num_workers", 0)
+    distributed = dm.trainer is not None and dm.trainer.world_size > 1
+    return DataLoader(
+        dataset,
+        batch_size=dm.batch_size,
+        shuffle=True if distributed else None,
+        sampler=None if distributed else EpochShuffle(len(dataset), dm.shuffle_seed),
+        drop_last=drop_last,
+        num_workers=workers,
+        pin_memory=getattr(dm, "pin_memory", False) and torch.cuda.is_available(),
+        persistent_workers=getattr(dm, "persistent_workers", False) and workers > 0,
+        generator=fixed_generator(),
+    )
+
+
+def fixed_generator() -> torch.Generator:
+    """For loaders that must not draw from the global RNG (a DataLoader iterator draws its base
+    seed from it): validation then leaves the training's random stream, and so resumed runs,
+    unchanged."""
+    return torch.Generator().manual_seed(0)
 
 
 class DataError(RuntimeError):

@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from ..toy import GaussianMixture, paper_mixture
+from .base import fixed_generator, train_loader
 
 
 class ToyDataModule(L.LightningDataModule):
@@ -25,6 +26,7 @@ class ToyDataModule(L.LightningDataModule):
         self.dim = dim
         self.n_train, self.n_val, self.batch_size, self.seed = n_train, n_val, batch_size, seed
         self.train_set = self.val_set = None
+        self.shuffle_seed = 0  # the run's seed (set by the training workflow)
 
     def setup(self, stage: str | None = None):
         if self.train_set is None:
@@ -35,7 +37,7 @@ class ToyDataModule(L.LightningDataModule):
             self.val_set = TensorDataset(pts[self.n_train :], labels[self.n_train :])
 
     def train_dataloader(self):
-        return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True, drop_last=True)
+        return train_loader(self, self.train_set, drop_last=True)
 
     def val_dataloader(self):
-        return DataLoader(self.val_set, batch_size=self.batch_size)
+        return DataLoader(self.val_set, batch_size=self.batch_size, generator=fixed_generator())

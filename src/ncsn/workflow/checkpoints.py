@@ -60,9 +60,11 @@ def resolve_resume(ckpt_path: str | None, run_dir: Path, net: torch.nn.Module) -
     network weights must fit ``net``."""
     last = run_dir / "checkpoints" / "last.ckpt"
     if ckpt_path is None:
-        if not last.exists():
+        # Lightning's SLURM auto-requeue writes hpc_ckpt_N.ckpt into the run dir: take the newest.
+        candidates = [p for p in [last, *run_dir.glob("hpc_ckpt_*.ckpt")] if p.exists()]
+        if not candidates:
             return None
-        path = last
+        path = max(candidates, key=lambda p: p.stat().st_mtime)
     elif ckpt_path == "last":
         if not last.exists():
             raise ConfigError(f"ckpt_path='last': no {last} to resume from")

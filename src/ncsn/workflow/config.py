@@ -14,8 +14,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-#: Keys that may differ when a run directory is resumed.
-RESUME_IGNORED_KEYS = ("ckpt_path", "allow_config_change")
+#: Keys that may differ when a run directory is resumed (training longer is the same run).
+RESUME_IGNORED_KEYS = ("ckpt_path", "allow_config_change", "trainer.max_steps", "trainer.max_epochs")
 HYDRA_SPECIAL = {"_target_", "_recursive_", "_convert_", "_partial_", "_args_"}
 PRECISIONS = ("64-true", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine")
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -11,9 +14,11 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from ..callbacks import save_samples_figure
+from ..checkpoint_io import AtomicCheckpointIO
 from ..figures import toy_figure
 from ..data.base import DataError
 from ..lit import ScoreModel
@@ -21,6 +26,8 @@ from .build import build_datamodule, build_net, build_sampler, build_sigmas, che
 from .checkpoints import resolve_resume
 from .evaluation import build_training_fid, check_fid_weights
 from .config import ConfigError, atomic_write_text, record_run_config, validate_train
+
+log = logging.getLogger(__name__)
 
 
 def hydra_job_info() -> tuple[list[str], str | None, str | None]:
@@ -35,6 +42,26 @@ def hydra_job_info() -> tuple[list[str], str | None, str | None]:
     return overrides, group, name
 
 
+def pin_ddp_children_to_this_job(run_dir: Path) -> None:
+    """Make Lightning's DDP launcher start ranks 1..N-1 on exactly this job.
+
+    With ``strategy=ddp`` Lightning starts the other ranks by re-running ``sys.argv`` with
+    ``hydra.run.dir`` taken from Hydra's config. Under ``-m`` that re-runs the *whole sweep* in
+    every child, in another directory (Lightning issue 11300). Here, for a multirun job, the
+    command becomes this job's own overrides (no ``-m``) and the run dir this job's directory.
+    Flags must be written as ``--flag=value`` to be carried over.
+    """
+    if not HydraConfig.initialized():
+        return
+    hc = HydraConfig.get()
+    if str(hc.mode) != "RunMode.MULTIRUN":
+        return
+    flags = [a for a in sys.argv[1:] if a.startswith("-") and a not in ("-m", "--multirun")]
+    sys.argv = [sys.argv[0], *flags, *hc.overrides.task]
+    with read_write(hc), open_dict(hc):
+        hc.run.dir = str(run_dir)
+
+
 def build_loggers(cfg: DictConfig, group: str | None, name: str | None) -> list:
     loggers = []
     for key, node in (cfg.get("logger") or {}).items():
@@ -46,7 +73,28 @@ def build_loggers(cfg: DictConfig, group: str | None, name: str | None) -> list:
     return loggers
 
 
+#: Set in the launching process by Lightning's DDP launcher; the next job of a sweep would take
+#: them as "processes created externally" and wait forever for ranks nobody starts.
+DDP_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+
+
+def restore_env(saved: dict) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def train(cfg: DictConfig) -> dict:
+    saved_env = {k: os.environ.get(k) for k in DDP_LAUNCH_ENV}
+    try:
+        return _train(cfg)
+    finally:
+        restore_env(saved_env)
+
+
+def _train(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.run_dir)
     validate_train(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -54,11 +102,13 @@ def train(cfg: DictConfig) -> dict:
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     sigmas = build_sigmas(cfg)
+    build_sampler(cfg.sampler)  # validates sampler.* (the callbacks build their own from the same node)
     check_fid_weights(cfg)
     with user_errors("trainer"):
         trainer: L.Trainer = instantiate(cfg.trainer)  # only to resolve devices -> world size
     world_size = trainer.world_size
     datamodule = build_datamodule(cfg, world_size)
+    datamodule.shuffle_seed = cfg.seed
     net = build_net(cfg.model, sigmas)
     check_net_matches_data(net, tuple(datamodule.data_shape))
     try:
@@ -78,19 +128,26 @@ def train(cfg: DictConfig) -> dict:
     loggers = build_loggers(cfg, group, name)
     with user_errors("trainer"):
         trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                              default_root_dir=str(run_dir))
+                              default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
 
     if rank_zero_only.rank == 0:
         record_run_config(run_dir, resolved, overrides, cfg.allow_config_change)
+    else:  # each other rank records what it runs (its own file; shared files are rank 0's)
+        atomic_write_text(run_dir / ".hydra" / f"config.rank{rank_zero_only.rank}.yaml",
+                          OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    pin_ddp_children_to_this_job(run_dir)
     model = ScoreModel(net, lr=cfg.optim.lr, beta1=cfg.optim.beta1, beta2=cfg.optim.beta2, eps=cfg.optim.eps,
                        weight_decay=cfg.optim.weight_decay, amsgrad=cfg.optim.amsgrad,
                        ema_decay=cfg.optim.ema_decay, anneal_power=cfg.anneal_power,
                        on_nonfinite=cfg.on_nonfinite, config=resolved)
     status, error = "finished", None
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if trainer.interrupted:
             status = "interrupted"
+    except SIGTERMException:
+        status = "preempted"  # last.ckpt was saved by PreemptionCheckpoint; exit 0, rerun to resume
+        log.warning("SIGTERM: saved %s; run the same command again to resume", run_dir / "checkpoints" / "last.ckpt")
     except Exception as e:  # recorded in results.json, then re-raised for the exit status
         status, error = "failed", f"{type(e).__name__}: {e}"
         raise
@@ -105,10 +162,12 @@ def train(cfg: DictConfig) -> dict:
                 results.update(final_samples(cfg, model, datamodule, run_dir))
             atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
         for logger in loggers:
-            if hasattr(logger, "experiment") and type(logger).__name__ == "WandbLogger":
+            if type(logger).__name__ == "WandbLogger":  # jobs of a sweep must not bleed into each other
                 import wandb
 
-                wandb.finish(exit_code=0 if status == "finished" else 1)
+                wandb.finish(exit_code=0 if status in ("finished", "preempted") else 1)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # the next job of a sweep starts its own group
     return results
 
 

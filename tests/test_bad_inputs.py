@@ -1,0 +1,97 @@
+"""Bad input is refused before any work: a one-line message naming the key (or path), the value
+and what is allowed; exit status 2; nothing is written into the run directory."""
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import ROOT, run_cli
+from ncsn.workflow.entry import EXIT_BAD_INPUT, run_entry
+from ncsn.workflow.train import train
+
+# (overrides, text the message must contain)
+BAD = [
+    (["sigmas.sigma_end=2.0"], "sigmas.sigma_begin=1.0 is invalid: must be a number > sigmas.sigma_end=2.0"),
+    (["sigmas.sigma_end=1.0"], "sigmas.sigma_begin=1.0 is invalid"),
+    (["sigmas.num_scales=0"], "sigmas.num_scales=0 is invalid: must be an integer >= 1"),
+    (["sigmas.num_scales=ten"], "sigmas.num_scales='ten' is invalid"),
+    (["sigmas.kind=cosine"], "sigmas.kind='cosine' is invalid"),
+    (["sigmas.sigma_end=-0.1"], "sigmas.sigma_end=-0.1 is invalid: must be a number > 0"),
+    (["sampler.step_lr=0"], "sampler.step_lr=0 is invalid: must be a number > 0"),
+    (["sampler.step_lr=-1e-5"], "sampler.step_lr=-1e-05 is invalid"),
+    (["sampler.n_steps_each=0"], "sampler.n_steps_each=0 is invalid: must be an integer >= 1"),
+    (["sampler.n_samples=0"], "sampler.n_samples=0 is invalid"),
+    (["sampler.kind=ode"], "sampler.kind='ode' is invalid"),
+    (["sampler.init_high=-1.0"], "sampler.init_high=-1.0 is invalid: must be a number > sampler.init_low=0.0"),
+    (["sampler.denoise=maybe"], "sampler.denoise='maybe' is invalid: must be true or false"),
+    (["optim.lr=0"], "optim.lr=0 is invalid: must be a number > 0"),
+    (["optim.beta1=1.0"], "optim.beta1=1.0 is invalid: must be a number in [0, 1)"),
+    (["optim.beta2=-0.1"], "optim.beta2=-0.1 is invalid"),
+    (["optim.eps=0"], "optim.eps=0 is invalid"),
+    (["optim.weight_decay=-1"], "optim.weight_decay=-1 is invalid: must be a number >= 0"),
+    (["optim.ema_decay=1.0"], "optim.ema_decay=1.0 is invalid: must be null or a number in [0, 1)"),
+    (["data.batch_size=0"], "data.batch_size=0 is invalid: must be an integer >= 1"),
+    (["data.num_workers=-1"], "data.num_workers=-1 is invalid"),
+    (["data.channels=3"], "data.channels=3: the digits are grayscale"),
+    (["data.image_size=16"], "data.image_size=16: the digits are 8x8"),
+    (["trainer.max_steps=0"], "trainer.max_steps=0 is invalid"),
+    (["trainer.precision=8-bit"], "trainer.precision='8-bit' is invalid"),
+    (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is invalid"),
+    (["trainer.devices=0"], "trainer.devices=0 is invalid"),
+    (["callbacks.samples.every_n_epochs=0"], "callbacks.samples.every_n_epochs=0 is invalid"),
+    (["callbacks.samples.every_n_epochs=15"], "must be a multiple of trainer.check_val_every_n_epoch=10"),
+    (["+model.width=3"], "model.width is not a key of ncsn.nets.small_conv.SmallConvScoreNet"),
+    (["+trainer.max_stepz=3"], "trainer.max_stepz is not a key of lightning.Trainer"),
+    (["anneal_power=two"], "anneal_power='two' is invalid"),
+    (["on_nonfinite=ignore"], "on_nonfinite='ignore' is invalid: must be 'raise' or 'skip'"),
+    (["seed=abc"], "seed='abc' is invalid: must be an integer"),
+    (["model.in_channels=3"], "model does not fit data of shape (1, 8, 8)"),
+    (["ckpt_path=/nonexistent/last.ckpt"], "ckpt_path='/nonexistent/last.ckpt': no such checkpoint file"),
+    (["ckpt_path=last"], "ckpt_path='last': no "),
+    (["fid=none"], "callbacks.best.monitor='fid' needs FID"),
+    (["data=cifar10", "data.root=/nonexistent/data", "fid=none", "callbacks.best=null"], "CIFAR-10 data not found"),
+    (["data=cifar10", "data.image_size=64", "fid=none", "callbacks.best=null"], "data.image_size=64"),
+    (["data.batch_size=127", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn"],
+     "data.batch_size=127 is invalid: must be divisible by the number of processes (2"),
+]
+
+
+def compose_train(overrides, run_dir):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"paths.run_dir={run_dir}", "logger=csv"])
+
+
+@pytest.mark.parametrize("overrides, message", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_input_is_refused_before_any_work(overrides, message, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    cfg = compose_train(overrides, run_dir)
+    assert run_entry(train, cfg) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert len(err.strip().splitlines()) == 1  # one line, no traceback
+    assert not run_dir.exists() or not any(run_dir.iterdir())  # nothing written
+
+
+def test_missing_inception_weights_stop_at_startup(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    cfg = compose_train(["fid=inception"], tmp_path / "run")
+    assert run_entry(train, cfg) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "weights-inception-2015-12-05-6726825d.pth" in err and "fid.weights_path" in err
+
+
+def test_unknown_top_level_key_fails_in_the_cli(tmp_path):
+    res = run_cli("train.py", "sigma_begin=3", f"hydra.run.dir={tmp_path / 'run'}")
+    assert res.returncode != 0
+    assert "sigma_begin" in res.stderr and "not in struct" in res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_value_exit_status_and_run_dir_untouched_in_the_cli(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "config.yaml").write_text("precious: true\n")
+    res = run_cli("train.py", "sampler.n_steps_each=0", f"hydra.run.dir={run_dir}")
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "error: sampler.n_steps_each=0 is invalid: must be an integer >= 1" in res.stderr
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == "precious: true\n"
+    assert not (run_dir / "checkpoints").exists()

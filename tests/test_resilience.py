@@ -1,0 +1,201 @@
+"""Runs that survive: resume, kills, SIGTERM, divergence, untrusted checkpoints, mixed runs."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+import ncsn.lit
+from conftest import ROOT, run_cli
+from ncsn.checkpoint_io import AtomicCheckpointIO
+from ncsn.workflow.entry import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK, run_entry
+from ncsn.workflow.train import train
+
+# toy runs with 4 batches per epoch, no sampling during training
+TOY = ["experiment=toy_gmm", "data.n_train=2048", "data.n_val=256", "trainer.check_val_every_n_epoch=2",
+       "callbacks.samples.every_n_epochs=1000", "sampler.n_samples=16", "sampler.n_steps_each=1",
+       "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=csv",
+       "trainer.log_every_n_steps=1"]
+
+
+def compose_train(overrides, run_dir):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=[*TOY, *overrides, f"paths.run_dir={run_dir}"])
+
+
+def net_weights(path):
+    sd = torch.load(path, weights_only=True)["state_dict"]
+    return {k: v for k, v in sd.items() if k.startswith(("net.", "ema."))}
+
+
+def test_resume_equivalence_straight_vs_half_plus_resume(tmp_path):
+    """16 steps straight == 8 steps, then the same command resumed to 16 (4 batches per epoch:
+    the split is at an epoch boundary, where Lightning's loop state resumes exactly)."""
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    epochs = ["trainer.max_steps=-1"]
+    assert run_entry(train, compose_train([*epochs, "trainer.max_epochs=4"], straight)) == EXIT_OK
+    assert run_entry(train, compose_train([*epochs, "trainer.max_epochs=2"], halves)) == EXIT_OK
+    assert torch.load(halves / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    # the same command again, longer: resumes from halves/checkpoints/last.ckpt (step 8)
+    assert run_entry(train, compose_train([*epochs, "trainer.max_epochs=4"], halves)) == EXIT_OK
+    assert json.loads((halves / "results.json").read_text())["global_step"] == 16
+    a, b = net_weights(straight / "checkpoints" / "last.ckpt"), net_weights(halves / "checkpoints" / "last.ckpt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6, rtol=1e-5), k
+    steps = [int(line.split(",")[1]) for line in (halves / "metrics.csv").read_text().splitlines()[1:]
+             if line.split(",")[1]]
+    assert max(steps) == 15 and min(steps) == 0  # the first half's rows were kept, not deleted
+
+
+def test_run_dir_with_a_different_config_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    assert run_entry(train, compose_train(["trainer.max_steps=4"], run_dir)) == EXIT_OK
+    before = (run_dir / ".hydra" / "config.yaml").read_text()
+    assert run_entry(train, compose_train(["trainer.max_steps=8", "optim.lr=0.01"], run_dir)) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "already holds a different config" in err and "optim.lr: 0.001 -> 0.01" in err
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == before
+    assert run_entry(train, compose_train(["trainer.max_steps=8", "optim.lr=0.01", "allow_config_change=true"],
+                                          run_dir)) == EXIT_OK
+    assert list((run_dir / ".hydra").glob("config.before-*.yaml"))  # the old record is kept
+
+
+def test_nonfinite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, capsys, monkeypatch):
+    real = ncsn.lit.dsm_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):  # injects NaN into the 11th training batch's loss
+        out = real(*args, **kwargs)
+        if torch.is_grad_enabled():
+            calls["n"] += 1
+            if calls["n"] == 11:
+                per = out.per_example.clone()
+                per[0] = float("nan")
+                return out._replace(loss=per.mean(), per_example=per)
+        return out
+
+    monkeypatch.setattr(ncsn.lit, "dsm_loss", poisoned)
+    run_dir = tmp_path / "run"
+    cfg = compose_train(["trainer.max_steps=40", "callbacks.checkpoint.every_n_train_steps=4"], run_dir)
+    assert run_entry(train, cfg) == EXIT_DIVERGED
+    err = capsys.readouterr().err
+    assert "non-finite DSM loss at global step 10" in err and "offending noise level indices [" in err
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 8 and all(torch.isfinite(v).all() for v in net_weights(run_dir / "checkpoints" / "last.ckpt").values())
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
+
+    calls["n"] = 0
+    skip_dir = tmp_path / "skip"
+    assert run_entry(train, compose_train(["trainer.max_steps=20", "on_nonfinite=skip"], skip_dir)) == EXIT_OK
+    results = json.loads((skip_dir / "results.json").read_text())
+    assert results["train/skipped_batches"] == 1.0 and results["status"] == "finished"
+
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, (f"touch {os.environ['NCSN_PWNED']}",))
+
+
+def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path, monkeypatch):
+    marker = tmp_path / "pwned"
+    monkeypatch.setenv("NCSN_PWNED", str(marker))
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"config": {}}, "x": Payload()}, evil)
+    for script, extra in (("sample.py", []), ("train.py", TOY)):
+        res = run_cli(script, *extra, f"ckpt_path={evil}", f"hydra.run.dir={tmp_path / script}")
+        assert res.returncode == EXIT_BAD_INPUT, res.stderr[-2000:]
+        assert "refused, not a plain weights-only checkpoint" in res.stderr
+        assert not marker.exists()
+
+
+def test_checkpoint_from_another_architecture_lists_mismatched_keys(tmp_path, capsys):
+    src = tmp_path / "src"
+    assert run_entry(train, compose_train(["trainer.max_steps=2"], src)) == EXIT_OK
+    cfg = compose_train(["trainer.max_steps=2", "model.hidden=64", f"ckpt_path={src / 'checkpoints' / 'last.ckpt'}"],
+                        tmp_path / "dst")
+    assert run_entry(train, cfg) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "different architecture" in err and "shape mismatch: linears.0.weight (128, 2) vs (64, 2)" in err
+
+
+def test_atomic_checkpoint_write_survives_sigkill_mid_write(tmp_path):
+    """A process killed while writing leaves the previous complete checkpoint in place."""
+    target = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1, "w": torch.ones(3)}, target)
+    script = f"""
+import time, torch, sys
+sys.path.insert(0, {str(ROOT / 'src')!r})
+from ncsn.checkpoint_io import AtomicCheckpointIO
+class Slow:
+    def __reduce__(self):
+        print("writing", flush=True); time.sleep(60); return (int, (0,))
+AtomicCheckpointIO().save_checkpoint({{"step": 2, "w": torch.zeros(1000, 1000), "slow": Slow()}}, {str(target)!r})
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.kill()
+    proc.wait()
+    assert torch.load(target, weights_only=True)["step"] == 1
+
+
+def test_sigterm_saves_checkpoint_and_exits_zero_then_resumes(tmp_path):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, str(ROOT / "train.py"), *TOY, "trainer.max_steps=100000", "data.n_train=4096",
+            "callbacks.checkpoint.every_n_train_steps=100000", f"hydra.run.dir={run_dir}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.csv"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
+        time.sleep(0.5)
+    assert metrics.exists(), "training did not start"
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    assert code == 0, proc.stderr.read()[-2000:]
+    assert time.time() - sent < 30
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.exists() and last.stat().st_mtime >= sent - 1
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert step >= 19
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "preempted"
+    # the same command, with an end in sight, resumes from that step
+    res = run_cli("train.py", *TOY, f"trainer.max_steps={step + 8}", "data.n_train=4096",
+                  "callbacks.checkpoint.every_n_train_steps=100000", f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((run_dir / "results.json").read_text())["global_step"] == step + 8
+
+
+def test_sigkill_at_several_points_then_resume_reaches_the_end(tmp_path):
+    run_dir = tmp_path / "run"
+    common = [*TOY, "trainer.max_steps=200", "callbacks.checkpoint.every_n_train_steps=5", f"hydra.run.dir={run_dir}"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    seen = []
+    for wait_rows in (12, 40):
+        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *common], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        metrics = run_dir / "metrics.csv"
+        start_rows = len(metrics.read_text().splitlines()) if metrics.exists() else 0
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and (
+                not metrics.exists() or len(metrics.read_text().splitlines()) < start_rows + wait_rows):
+            time.sleep(0.2)
+        proc.kill()
+        proc.wait()
+        for ckpt in run_dir.glob("checkpoints/*.ckpt"):  # every checkpoint file present loads
+            torch.load(ckpt, weights_only=True)
+        step = torch.load(last, weights_only=True)["global_step"]
+        assert not seen or step >= seen[-1]  # the step counter never goes backwards
+        seen.append(step)
+    res = run_cli("train.py", *common)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert json.loads((run_dir / "results.json").read_text())["global_step"] == 200
+    assert torch.load(last, weights_only=True)["global_step"] == 200

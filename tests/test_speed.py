@@ -1,0 +1,198 @@
+"""Speed options (ncsn.speed) agree with the plain paths, within the tolerances stated here.
+
+Tiny RefineNets (ngf 8, 16x16 images) on the CPU; the CUDA test runs only with a GPU.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from ncsn import speed
+from ncsn.losses import dsm_loss
+from ncsn.nets.ncsnv2 import NCSNv2
+from ncsn.nets.refinenet import CondRefineNetDilated
+from ncsn.sampling import Sampler, annealed_langevin
+from ncsn.sigmas import make_sigmas
+
+# Stated tolerances (relative, ||a - b|| / ||b||).
+BF16_LOSS_RTOL = 5e-2      # DSM loss value under bf16 autocast vs fp32
+BF16_GRAD_COS = 0.99       # cosine similarity of the flattened gradients, bf16 autocast vs fp32
+BF16_SAMPLE_RTOL = 2e-2    # samples after a short annealed Langevin run (measured 2e-3 to 7e-3)
+LAYOUT_RTOL = 1e-5         # channels_last vs contiguous output
+NNPACK_RTOL = 1e-4         # NNPACK (Winograd) vs oneDNN output
+
+
+def _net(cls=CondRefineNetDilated, num_scales=4, ngf=8, seed=0):
+    torch.manual_seed(seed)
+    return cls(make_sigmas("geometric", 1.0, 0.01, num_scales), in_channels=3, ngf=ngf)
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm())
+
+
+def _batch(n=4, size=16, seed=1):
+    return torch.rand(n, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def _loss_and_grad(net, x, dtype):
+    net.zero_grad(set_to_none=True)
+    with speed.autocast("cpu", dtype):
+        out = dsm_loss(net, x, net.sigmas, generator=torch.Generator().manual_seed(3))
+    out.loss.backward()
+    grad = torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
+    return out, grad
+
+
+@pytest.mark.parametrize("cls", [CondRefineNetDilated, NCSNv2])
+def test_dsm_loss_bf16_autocast_matches_fp32(cls):
+    net, x = _net(cls), _batch()
+    ref, g_ref = _loss_and_grad(net, x, None)
+    out, g = _loss_and_grad(net, x, "bf16")
+    assert out.loss.dtype == torch.float32
+    assert torch.equal(out.level_index, ref.level_index)  # same seed, same levels and noise
+    assert abs(out.loss.item() - ref.loss.item()) <= BF16_LOSS_RTOL * abs(ref.loss.item())
+    assert float(torch.nn.functional.cosine_similarity(g, g_ref, dim=0)) >= BF16_GRAD_COS
+
+
+def test_autocast_none_is_a_no_op():
+    with speed.autocast("cpu", None):
+        assert not torch.is_autocast_enabled("cpu")
+    with speed.autocast("cpu", "bf16"):
+        assert torch.is_autocast_enabled("cpu")
+
+
+@pytest.mark.parametrize("cls", [CondRefineNetDilated, NCSNv2])
+def test_channels_last_output_equals_contiguous(cls):
+    net = _net(cls).eval()
+    fast = speed.to_channels_last(copy.deepcopy(net))
+    assert fast.body.begin_conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x, labels = _batch(), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        ref, out = net(x, labels), fast(x, labels)
+    assert _rel(out, ref) <= LAYOUT_RTOL
+    assert fast.state_dict().keys() == net.state_dict().keys()
+
+
+def test_score_autocast_none_is_identity_and_exact():
+    net = _net().eval()
+    assert speed.score_autocast(net, None) is net
+    assert speed.score_autocast(net, "fp32") is net
+    sampler = Sampler(n_steps_each=2, n_samples=3, batch_size=3, step_lr=2e-5)
+    a = sampler(net, net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0), progress=False)
+    b = sampler(speed.score_autocast(net, None), net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0),
+                progress=False)
+    assert torch.equal(a.samples, b.samples)
+
+
+def test_sampler_with_bf16_score_close_to_fp32():
+    net = _net().eval()
+    score = speed.score_autocast(net, "bf16")
+    x, labels = _batch(), torch.zeros(4, dtype=torch.long)
+    with torch.no_grad():
+        s = score(x, labels)
+    assert s.dtype == torch.float32 and s.shape == x.shape
+    sampler = Sampler(n_steps_each=2, n_samples=4, batch_size=4, step_lr=2e-5, denoise=True)
+    ref = sampler(net, net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0), progress=False)
+    out = sampler(score, net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0), progress=False)
+    assert out.samples.dtype == torch.float32
+    assert _rel(out.samples, ref.samples) <= BF16_SAMPLE_RTOL
+    assert _rel(out.before_denoise, ref.before_denoise) <= BF16_SAMPLE_RTOL
+
+
+def test_resolve_dtype():
+    assert speed.resolve_dtype(None) is None and speed.resolve_dtype("fp32") is None
+    assert speed.resolve_dtype("bf16") is torch.bfloat16 and speed.resolve_dtype("fp16") is torch.float16
+    assert speed.resolve_dtype(torch.bfloat16) is torch.bfloat16
+    for bad in ("int8", torch.float64, 3):
+        with pytest.raises(ValueError):
+            speed.resolve_dtype(bad)
+
+
+def test_adam_kwargs_selection_and_fused_step_on_cpu():
+    assert speed.adam_kwargs("cpu", "auto") == {}
+    assert speed.adam_kwargs("cpu", False) == {}
+    assert speed.adam_kwargs("cpu", True) == {"fused": True}
+    assert speed.adam_kwargs("cuda", "auto") == {"fused": True}
+    assert speed.adam_kwargs(torch.device("cuda", 0), False) == {}
+    with pytest.raises(ValueError, match="fused"):
+        speed.adam_kwargs("cpu", "yes")
+    with pytest.raises(ValueError, match="not available"):
+        speed.adam_kwargs("meta", True)
+    # The fused kernel is a valid Adam on CPU and performs the same update (up to rounding).
+    nets = [_net(), _net()]
+    x = _batch()
+    for net, fused in zip(nets, (False, True)):
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, **speed.adam_kwargs("cpu", fused))
+        for _ in range(2):
+            opt.zero_grad()
+            dsm_loss(net, x, net.sigmas, generator=torch.Generator().manual_seed(3)).loss.backward()
+            opt.step()
+    for p, q in zip(nets[0].parameters(), nets[1].parameters()):
+        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6)
+
+
+def test_maybe_compile_disabled_returns_the_argument():
+    net = _net()
+    assert speed.maybe_compile(net, False) is net
+    assert speed.maybe_compile(net, enabled=False, mode="max-autotune") is net
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_graph_score_raises_clearly_without_cuda():
+    net = _net().eval()
+    with pytest.raises(RuntimeError, match="needs a CUDA device"):
+        speed.cuda_graph_score(net, _batch(), torch.zeros(4, dtype=torch.long))
+
+
+def test_cuda_graph_score_rejects_cpu_tensors():
+    net = _net().eval()
+    with pytest.raises(RuntimeError, match="CUDA"):
+        speed.cuda_graph_score(net, _batch(), torch.zeros(4, dtype=torch.long))
+
+
+@pytest.mark.skipif(not torch._nnpack_available(), reason="torch built without NNPACK")
+def test_nnpack_convs_match_and_train():
+    net = _net().eval()
+    fast = speed.nnpack_convs(copy.deepcopy(net))
+    assert any(isinstance(m, speed.NNPACKConv2d) for m in fast.modules())
+    assert fast.state_dict().keys() == net.state_dict().keys()
+    x, labels = _batch(), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        assert _rel(fast(x, labels), net(x, labels)) <= NNPACK_RTOL
+        with torch.autocast("cpu", torch.bfloat16):  # falls back to the usual conv under autocast
+            assert fast(x, labels).shape == x.shape
+    fast.train()
+    dsm_loss(fast, x, fast.sigmas).loss.backward()
+    assert all(p.grad is not None for p in fast.parameters() if p.requires_grad)
+    assert speed.nnpack_convs(net, enabled=False) is net
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_paths_match_eager():
+    net = _net().cuda().eval()
+    x, labels = _batch().cuda(), torch.tensor([0, 1, 2, 3], device="cuda")
+    with torch.no_grad():
+        ref = net(x, labels)
+        graphed = speed.cuda_graph_score(net, x, labels)
+        torch.testing.assert_close(graphed(x, labels), ref, rtol=1e-4, atol=1e-5)
+        x2 = torch.rand_like(x)
+        torch.testing.assert_close(graphed(x2, labels), net(x2, labels), rtol=1e-4, atol=1e-5)
+        assert graphed(x[:2], labels[:2]).shape == (2, 3, 16, 16)  # other shapes run eagerly
+        bf16 = speed.score_autocast(net, "bf16")(x, labels)
+        assert bf16.dtype == torch.float32 and _rel(bf16, ref) <= BF16_LOSS_RTOL
+        graphed_bf16 = speed.cuda_graph_score(speed.score_autocast(net, "bf16"), x, labels)
+        assert _rel(graphed_bf16(x, labels), ref) <= BF16_LOSS_RTOL
+    opt = torch.optim.Adam(net.parameters(), **speed.adam_kwargs("cuda", "auto"))
+    net.train()
+    with speed.autocast("cuda", "bf16"):
+        loss = dsm_loss(net, x, net.sigmas).loss
+    loss.backward()
+    opt.step()
+    fast = speed.to_channels_last(copy.deepcopy(net).eval())
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x, labels), net.eval()(x, labels), rtol=1e-3, atol=1e-3)
