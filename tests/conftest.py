@@ -31,7 +31,7 @@ def cli():
 
 # Tiny settings for end-to-end runs of the digits default (seconds, not minutes).
 TINY_DIGITS = [
-    "model.ngf=8", "model.num_blocks=1", "trainer.max_steps=6", "trainer.check_val_every_n_epoch=1",
+    "model.ngf=8", "model.num_blocks=1", "trainer.max_steps=6", "trainer.limit_train_batches=3", "trainer.check_val_every_n_epoch=1",
     "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
     "sampler.n_samples=9", "sampler.n_steps_each=2", "callbacks.samples.every_n_epochs=1",
     "callbacks.checkpoint.every_n_train_steps=3", "data.num_val=64", "data.batch_size=64", "logger=csv",

@@ -3,6 +3,8 @@
 import json
 
 import numpy as np
+import pytest
+from PIL import Image
 import torch
 from omegaconf import OmegaConf
 
@@ -67,3 +69,44 @@ def test_sample_refuses_missing_and_unreadable_checkpoints(tmp_path):
         assert res.returncode == 2
         assert f"error: ckpt_path='{path}'" in res.stderr and message in res.stderr
         assert "Traceback" not in res.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_digits_ckpt(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("digits") / "run"
+    res = run_cli("train.py", *TINY_DIGITS, "fid.classifier_epochs=2", "eval.n_samples=20",
+                  f"paths.cache_dir={run_dir.parent / 'cache'}", f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+@pytest.mark.parametrize("mode, extra, files", [
+    ("fid", ["eval.n_samples=24", "eval.batch_size=10", "eval.save_npz=true", "eval.denoise_both=true"],
+     ["fid_samples.npz"]),
+    ("inpaint", ["inpaint.n_images=3", "inpaint.n_per_image=2", "inpaint.mask=center_box"],
+     ["inpainting.png", "inpainting.npz"]),
+    ("interpolate", ["interpolate.n_rows=2", "interpolate.n_interp=5"], ["interpolation.png", "interpolation.npz"]),
+    ("progression", ["progression.n_show=3"], ["progression.png", "progression.gif"]),
+])
+def test_sample_modes_write_their_documented_files(mode, extra, files, tiny_digits_ckpt, tmp_path):
+    out = tmp_path / mode
+    res = run_cli("sample.py", f"ckpt_path={tiny_digits_ckpt}", f"mode={mode}", *extra, "device=cpu",
+                  f"paths.cache_dir={tiny_digits_ckpt.parent.parent.parent / 'cache'}", f"hydra.run.dir={out}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    for name in files:
+        assert (out / name).is_file(), name
+    results = json.loads((out / "results.json").read_text())
+    assert results["mode"] == mode and results["status"] == "finished"
+    if mode == "fid":
+        assert results["fid/denoised"] > 0 and results["fid/no_denoise"] > 0 and results["n_samples"] == 24
+        npz = np.load(out / "fid_samples.npz")
+        assert npz["samples"].shape == (24, 8, 8, 1) and npz["samples"].dtype == np.uint8
+    if mode == "inpaint":
+        npz = np.load(out / "inpainting.npz")
+        known = npz["mask"].astype(bool)
+        ref = np.repeat(npz["reference"][:, None], 2, axis=1)
+        assert np.array_equal(np.broadcast_to(known, ref.shape) * npz["samples"], np.broadcast_to(known, ref.shape) * ref)
+    if mode == "progression":
+        assert Image.open(out / "progression.gif").n_frames == 10  # one frame per noise level
+    if mode == "interpolate":
+        assert np.load(out / "interpolation.npz")["samples"].shape == (2, 5, 1, 8, 8)

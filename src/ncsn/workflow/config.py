@@ -120,6 +120,26 @@ def validate_train(cfg: DictConfig) -> None:
     check_targets(cfg)
 
 
+def validate_sample(cfg: DictConfig) -> None:
+    """sample.py's own keys (the sampler's are checked when it is built)."""
+    need(cfg, "ckpt_path", lambda v: isinstance(v, str) and v, "a path to a checkpoint")
+    need(cfg, "seed", _int, "an integer")
+    need(cfg, "device", lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),
+         "auto, cpu, cuda or cuda:N")
+    modes = ("samples", "fid", "inpaint", "interpolate", "progression", "toy_figure")
+    need(cfg, "mode", lambda v: v in modes, f"one of {modes}")
+    need(cfg, "eval.n_samples", lambda v: _int(v) and v >= 2, "an integer >= 2")
+    need(cfg, "eval.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "inpaint.n_images", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "inpaint.n_per_image", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "inpaint.renoise", lambda v: v in ("level", "step"), "'level' or 'step'")
+    need(cfg, "inpaint.box_size", lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)")
+    need(cfg, "inpaint.fraction", lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)")
+    need(cfg, "interpolate.n_rows", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "interpolate.n_interp", lambda v: _int(v) and v >= 2, "an integer >= 2")
+    need(cfg, "progression.n_show", lambda v: _int(v) and v >= 1, "an integer >= 1")
+
+
 def validate_sigmas(cfg: DictConfig) -> None:
     need(cfg, "sigmas.kind", lambda v: v in ("geometric", "linear"), "'geometric' or 'linear'")
     need(cfg, "sigmas.num_scales", lambda v: _int(v) and v >= 1, "an integer >= 1")

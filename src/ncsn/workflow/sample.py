@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from ..callbacks import save_samples_figure
 from .build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data
 from .checkpoints import check_architecture, load_checkpoint, net_state_dict
-from .config import ConfigError, atomic_write_text, validate_sigmas
+from .config import ConfigError, atomic_write_text, validate_sample, validate_sigmas
+from .sample_modes import MODES
 
 
 def load_run(ckpt_path: str, device: str = "cpu"):
@@ -51,7 +52,9 @@ def resolve_device(device: str) -> str:
 
 
 def sample(cfg: DictConfig) -> dict:
-    """Draw ``sampler.n_samples`` samples; write samples.npz, samples.png, results.json."""
+    """mode=samples: draw ``sampler.n_samples`` samples; write samples.npz, samples.png and
+    results.json. Other modes: see ``sample_modes``."""
+    validate_sample(cfg)
     out_dir = Path(cfg.out_dir)
     device = resolve_device(cfg.device)
     train_cfg, net, datamodule = load_run(cfg.ckpt_path, device)
@@ -63,6 +66,16 @@ def sample(cfg: DictConfig) -> dict:
     resolved["train_config"] = OmegaConf.to_container(train_cfg)
     atomic_write_text(out_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
 
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.mode != "samples":
+        if cfg.mode not in MODES:
+            raise ConfigError(f"mode={cfg.mode!r} is invalid: must be one of {('samples', *MODES)}")
+        results = {"status": "finished", "mode": cfg.mode, "ckpt_path": str(cfg.ckpt_path)}
+        results.update(MODES[cfg.mode](*((cfg, train_cfg) if cfg.mode == "fid" else (cfg,)), net, datamodule,
+                                       sampler, out_dir, device))
+        atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
+        return results
+
     g = torch.Generator(device=device).manual_seed(cfg.seed)
     start = time.perf_counter()
     res = sampler(net, net.sigmas, tuple(datamodule.data_shape), g, device)
@@ -73,7 +86,6 @@ def sample(cfg: DictConfig) -> dict:
     arrays = {"samples": samples.numpy()}
     if sampler.denoise:
         arrays["samples_before_denoise"] = res.before_denoise.float().cpu().clamp(0, 1).numpy()
-    out_dir.mkdir(parents=True, exist_ok=True)
     np.savez(out_dir / "samples.npz", **arrays)
     if samples.dim() == 2:
         datamodule.setup("fit")
