@@ -68,16 +68,14 @@ def main():
         runners[name] = run
 
     results = common.round_robin(runners, args.steps, args.budget_s, device)
-    base_rate = None
     for name in runners:
         times, peaks = results[name]
         extra = {"score_rel_err_vs_fp32": round(errors[name], 6),
                  "setup_and_warmup_s": round(setup_s[name], 2), "gflop_per_image_fwd": round(flops_fwd / 1e9, 3),
                  "flops_counted_as": "1x forward per evaluation"}
-        rate = common.report("sampling", args, info, name, common.parse_option(name), times, peaks, base_rate,
+        common.report("sampling", args, info, name, common.parse_option(name), times, peaks, results["baseline"][0],
                              args.batch, flops_fwd * args.batch, extra,
                              rate_key="evals_x_images_per_s")
-        base_rate = base_rate or rate
 
 
 if __name__ == "__main__":

@@ -66,7 +66,6 @@ def main():
         runners[name], states[name], lasts[name] = step, (net, opt), last
 
     results = common.round_robin(runners, args.steps, args.budget_s, device)
-    base_rate = None
     for name in runners:
         times, peaks = results[name]
         flags = common.parse_option(name)
@@ -74,9 +73,8 @@ def main():
         extra = {"first_step_loss": round(lasts[name]["first_loss"], 5) if lasts[name] else None,
                  "state_mib": round(common.state_mib(net, opt), 1), "setup_and_warmup_s": round(setup_s[name], 2),
                  "gflop_per_image_fwd": round(flops_fwd / 1e9, 3), "flops_counted_as": "3x forward"}
-        rate = common.report("train", args, info, name, flags, times, peaks, base_rate, args.batch,
+        common.report("train", args, info, name, flags, times, peaks, results["baseline"][0], args.batch,
                              3 * flops_fwd * args.batch, extra)
-        base_rate = base_rate or rate
 
 
 if __name__ == "__main__":

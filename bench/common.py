@@ -5,7 +5,10 @@ Measurement method (both benchmarks):
 * Every option gets its own copy of the same initial network (and optimizer), the same data and
   the same random seed. After ``--warmup`` untimed iterations per option, the options are timed
   *round-robin* (one iteration of each option per round, ``--steps`` rounds), so load from other
-  processes on a shared machine hits all options alike; ratio_to_baseline compares total times.
+  processes on a shared machine hits all options alike. ``ratio_to_baseline`` is the median over
+  rounds of (baseline time / option time) within the same round, robust to load that changes
+  between rounds; ``ratio_best`` compares the fastest iteration of each (best-of-N: contention
+  only adds time); ``images_per_s`` uses the mean iteration time.
   An option whose timed iterations exceed ``--budget-s`` stops early (at least one is timed).
 * Peak memory of one iteration, as a transient above what was allocated before it:
   CUDA: ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``, minus
@@ -255,9 +258,13 @@ def emit(record: dict):
     print(json.dumps(record, sort_keys=False), flush=True)
 
 
-def report(kind: str, args, info: dict, name: str, flags: set, times: list, peaks: list, base_rate: float,
-           images_per_call: int, flops_per_call: float, extra: dict, rate_key: str = "images_per_s") -> float:
+def report(kind: str, args, info: dict, name: str, flags: set, times: list, peaks: list, base_times: list | None,
+           images_per_call: int, flops_per_call: float, extra: dict, rate_key: str = "images_per_s") -> None:
     rate = images_per_call * len(times) / sum(times)
+    base_times = base_times or times
+    per_round = sorted(b / t for b, t in zip(base_times, times))
+    mid = len(per_round) // 2
+    ratio = per_round[mid] if len(per_round) % 2 else (per_round[mid - 1] + per_round[mid]) / 2
     achieved = flops_per_call * len(times) / sum(times) / 1e12
     dtype_key = "bf16" if option_dtype(flags) is not None else "fp32"
     peak = peak_tflops(info.get("device_name", ""), dtype_key, args.peak_tflops) if info["device"] == "cuda" \
@@ -265,8 +272,10 @@ def report(kind: str, args, info: dict, name: str, flags: set, times: list, peak
     valid_peaks = [p for p in peaks if p is not None]
     record = {
         "bench": kind, "model": args.model, "ngf": args.ngf, "batch": args.batch, "option": name,
-        rate_key: round(rate, 4), "ratio_to_baseline": round(rate / base_rate, 3) if base_rate else 1.0,
-        "sec_per_iter": round(sum(times) / len(times), 4), "timed_iters": len(times),
+        rate_key: round(rate, 4), "ratio_to_baseline": round(ratio, 3),
+        "ratio_best": round(min(base_times) / min(times), 3), "ratio_mean": round(sum(base_times) / sum(times), 3),
+        "sec_per_iter": round(sum(times) / len(times), 4), "sec_per_iter_best": round(min(times), 4),
+        "timed_iters": len(times),
         "peak_mib": round(max(valid_peaks), 1) if valid_peaks else None,
         "achieved_tflops": round(achieved, 4),
         "peak_tflops": peak if peak is not None else "unknown",
@@ -274,4 +283,3 @@ def report(kind: str, args, info: dict, name: str, flags: set, times: list, peak
         **extra, **info,
     }
     emit(record)
-    return rate

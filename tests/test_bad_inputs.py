@@ -50,6 +50,8 @@ BAD = [
     (["fid=none"], "callbacks.best.monitor='fid' needs FID"),
     (["data=cifar10", "data.root=/nonexistent/data", "fid=none", "callbacks.best=null"], "CIFAR-10 data not found"),
     (["data=cifar10", "data.image_size=64", "fid=none", "callbacks.best=null"], "data.image_size=64"),
+    (["experiment=toy_gmm", "sigmas=auto"], "sigmas.kind=auto: "),
+    (["sigmas=auto", "noise_design.overlap=1.5"], "noise_design.overlap=1.5 is invalid"),
     (["data.batch_size=127", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn"],
      "data.batch_size=127 is invalid: must be divisible by the number of processes (2"),
 ]

@@ -18,9 +18,9 @@ def job_dirs(sweep: Path) -> list[Path]:
 
 def test_toy_sweep_annealing_beats_single_level_in_compare(tmp_path):
     """4 jobs: num_scales 1 vs 10 x two step sizes. The annealed runs recover the mixture weights."""
-    sweep = tmp_path / "sweep"
+    sweep = tmp_path / "toy-ablation-42"
     res = run_cli("train.py", "-m", *TOY_FAST, "sweep=toy_annealing", "trainer.max_steps=1500",
-                  "logger=csv", f"hydra.sweep.dir={sweep}", timeout=900)
+                  f"hydra.sweep.dir={sweep}", timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = job_dirs(sweep)
     assert len(jobs) == 4
@@ -32,6 +32,11 @@ def test_toy_sweep_annealing_beats_single_level_in_compare(tmp_path):
     assert max(errors[10]) < min(errors[1]), errors
     assert max(errors[10]) < 0.1
     assert len(list(tmp_path.iterdir())) == 1  # one sweep directory
+    # W&B (offline): the jobs are grouped by the sweep and named by their overrides
+    for job in jobs:
+        blob = next(job.glob("wandb/offline-run-*/run-*.wandb")).read_bytes()
+        overrides = (job / ".hydra" / "overrides.yaml").read_text()
+        assert b"toy-ablation-42" in blob and b"sigmas.num_scales=" in blob and "sigmas.num_scales=" in overrides
 
 
 def test_multirun_with_ddp_runs_each_job_once_on_every_rank(tmp_path):
@@ -52,6 +57,9 @@ def test_multirun_with_ddp_runs_each_job_once_on_every_rank(tmp_path):
         assert json.loads((job / "results.json").read_text())["global_step"] == 4
 
 
+SECRET = "k3y-0f-a-ser1ous-s3cret-0123456789abcdef"
+
+
 def test_wandb_offline_run_records_metrics_and_images(tmp_path):
     run_dir = tmp_path / "run"
     res = run_cli("train.py", "experiment=toy_gmm", "trainer.max_steps=40", "trainer.check_val_every_n_epoch=1",
@@ -65,3 +73,7 @@ def test_wandb_offline_run_records_metrics_and_images(tmp_path):
     for key in (b"val/loss", b"train/loss", b"samples"):
         assert key in blob
     assert list((runs[0] / "files" / "media" / "images").glob("samples_*.png"))
+    # no credentials or environment secrets in configs, logs, metrics or checkpoints
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path

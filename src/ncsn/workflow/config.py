@@ -141,9 +141,14 @@ def validate_sample(cfg: DictConfig) -> None:
 
 
 def validate_sigmas(cfg: DictConfig) -> None:
-    need(cfg, "sigmas.kind", lambda v: v in ("geometric", "linear"), "'geometric' or 'linear'")
-    need(cfg, "sigmas.num_scales", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "sigmas.kind", lambda v: v in ("geometric", "linear", "auto"), "'geometric', 'linear' or 'auto'")
     need(cfg, "sigmas.sigma_end", lambda v: _num(v) and v > 0, "a number > 0")
+    if cfg.sigmas.kind == "auto":  # sigma_begin and num_scales are computed from the data
+        need(cfg, "noise_design.overlap", lambda v: _num(v) and 0 < v < 0.997, "a number in (0, 0.997)")
+        need(cfg, "noise_design.sample_size", lambda v: v is None or (_int(v) and v >= 2), "null or an integer >= 2")
+        need(cfg, "noise_design.set_step_lr", lambda v: isinstance(v, bool), "true or false")
+        return
+    need(cfg, "sigmas.num_scales", lambda v: _int(v) and v >= 1, "an integer >= 1")
     if cfg.sigmas.num_scales > 1:
         need(cfg, "sigmas.sigma_begin", lambda v: _num(v) and v > cfg.sigmas.sigma_end,
              f"a number > sigmas.sigma_end={cfg.sigmas.sigma_end} (index 0 is the largest sigma)")

@@ -22,10 +22,11 @@ from ..checkpoint_io import AtomicCheckpointIO
 from ..figures import toy_figure
 from ..data.base import DataError
 from ..lit import ScoreModel
+from ..noise_design import design_noise
 from .build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data, user_errors
 from .checkpoints import resolve_resume
 from .evaluation import build_training_fid, check_fid_weights
-from .config import ConfigError, atomic_write_text, record_run_config, validate_train
+from .config import ConfigError, atomic_write_text, record_run_config, validate_sigmas, validate_train
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,32 @@ def pin_ddp_children_to_this_job(run_dir: Path) -> None:
     sys.argv = [sys.argv[0], *flags, *hc.overrides.task]
     with read_write(hc), open_dict(hc):
         hc.run.dir = str(run_dir)
+
+
+def apply_noise_design(cfg: DictConfig, datamodule) -> None:
+    """sigmas.kind=auto: NCSNv2 techniques 1, 2 (and 4 with noise_design.set_step_lr) from the
+    training data; the chosen values replace the auto node (kind becomes geometric) and so are
+    saved in the run's config and checkpoints."""
+    nd = cfg.noise_design
+    if hasattr(datamodule, "prepare_data"):
+        datamodule.prepare_data()
+    datamodule.setup("fit")
+    try:
+        design = design_noise(datamodule.train_set, cfg.sigmas.sigma_end, nd.overlap, cfg.sampler.n_steps_each,
+                              nd.sample_size, cfg.seed)
+    except ValueError as e:
+        raise ConfigError(f"sigmas.kind=auto: {e}") from None
+    with open_dict(cfg):
+        cfg.sigmas.kind = "geometric"
+        cfg.sigmas.sigma_begin = float(design["sigma_begin"])
+        cfg.sigmas.num_scales = int(design["num_scales"])
+        if nd.set_step_lr:
+            cfg.sampler.step_lr = float(design["step_lr"])
+    log.info("sigmas.kind=auto (NCSNv2 techniques 1, 2, 4): sigma_begin=%.4g sigma_end=%.4g num_scales=%d "
+             "gamma=%.5f overlap=%.4f step_lr=%.3g%s", design["sigma_begin"], design["sigma_end"],
+             design["num_scales"], design["gamma"], design["overlap"], design["step_lr"],
+             "" if nd.set_step_lr else " (not applied: noise_design.set_step_lr=false)")
+    validate_sigmas(cfg)
 
 
 def build_loggers(cfg: DictConfig, group: str | None, name: str | None) -> list:
@@ -97,25 +124,30 @@ def train(cfg: DictConfig) -> dict:
 def _train(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.run_dir)
     validate_train(cfg)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
     overrides, group, name = hydra_job_info()
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    sigmas = build_sigmas(cfg)
+    if cfg.sigmas.kind != "auto":
+        build_sigmas(cfg)  # bad noise levels stop the run before anything else is built
     build_sampler(cfg.sampler)  # validates sampler.* (the callbacks build their own from the same node)
     check_fid_weights(cfg)
     with user_errors("trainer"):
-        trainer: L.Trainer = instantiate(cfg.trainer)  # only to resolve devices -> world size
+        # only to resolve devices -> world size
+        trainer: L.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
     world_size = trainer.world_size
     datamodule = build_datamodule(cfg, world_size)
     datamodule.shuffle_seed = cfg.seed
-    net = build_net(cfg.model, sigmas)
-    check_net_matches_data(net, tuple(datamodule.data_shape))
     try:
         if hasattr(datamodule, "check"):
             datamodule.check()
+        if cfg.sigmas.kind == "auto":
+            apply_noise_design(cfg, datamodule)
     except DataError as e:
         raise ConfigError(str(e)) from None
+    sigmas = build_sigmas(cfg)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    net = build_net(cfg.model, sigmas)
+    check_net_matches_data(net, tuple(datamodule.data_shape))
     ckpt_path = resolve_resume(cfg.ckpt_path, run_dir, net)
     fid = build_training_fid(cfg, datamodule)
 
