@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import time
 
+import common
 import torch
 
-import common
 from ncsn import speed
 from ncsn.sampling import annealed_langevin
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import time
 
+import common
 import torch
 
-import common
 from ncsn import speed
 from ncsn.losses import dsm_loss
 
 
 def make_step(fn, net, flags, sigmas, x, device, seed):
     opt = torch.optim.Adam(net.parameters(), lr=1e-4,
-                           **speed.adam_kwargs(device, True if "fused_adam" in flags else False))
+                           **speed.adam_kwargs(device, "fused_adam" in flags))
     gen = torch.Generator(device=device).manual_seed(seed)
     dtype = common.option_dtype(flags)
     last = {}

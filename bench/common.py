@@ -31,13 +31,13 @@ Measurement method (both benchmarks):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import os
 import platform
 import sys
 import time
-import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,15 +58,15 @@ def malloc_trim() -> bool:
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
 
-from ncsn import speed  # noqa: E402
-from ncsn.nets.ncsnv2 import NCSNv2  # noqa: E402
-from ncsn.nets.refinenet import CondRefineNetDilated  # noqa: E402
-from ncsn.sigmas import make_sigmas  # noqa: E402
+from ncsn import speed
+from ncsn.nets.ncsnv2 import NCSNv2
+from ncsn.nets.refinenet import CondRefineNetDilated
+from ncsn.sigmas import make_sigmas
 
 # The paper's CIFAR-10 configurations (conf/experiment/ncsn_cifar10.yaml, ncsnv2_cifar10.yaml).
 MODELS = {
-    "ncsn": dict(cls=CondRefineNetDilated, sigma_begin=1.0, sigma_end=0.01, num_scales=10, step_lr=2e-5),
-    "ncsnv2": dict(cls=NCSNv2, sigma_begin=50.0, sigma_end=0.01, num_scales=232, step_lr=6.2e-6),
+    "ncsn": {"cls": CondRefineNetDilated, "sigma_begin": 1.0, "sigma_end": 0.01, "num_scales": 10, "step_lr": 2e-5},
+    "ncsnv2": {"cls": NCSNv2, "sigma_begin": 50.0, "sigma_end": 0.01, "num_scales": 232, "step_lr": 6.2e-6},
 }
 
 # Dense peak TFLOP/s (vendor data sheets, no sparsity). "fp32" is what fp32 convolutions run at by
@@ -109,11 +109,15 @@ def common_args(description: str, default_options: str) -> argparse.ArgumentPars
                    help="device peak TFLOP/s for the FLOP utilization (default: table for known GPUs)")
     p.add_argument("--budget-s", type=float, default=120.0, help="stop timing an option after this many seconds")
     p.add_argument("--quick", action="store_true", help="smoke check: ngf 8, batch 4, 1 step, no warm-up")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads (default: torch's choice); 1 gives steadier ratios on a busy machine")
     p.add_argument("--seed", type=int, default=0)
     return p
 
 
 def finish_args(args, gpu_batch: int, cpu_batch: int):
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.ngf, args.batch, args.steps, args.warmup = 8, args.batch or 4, 1, 0
     if args.batch is None:

@@ -38,7 +38,7 @@ BAD = [
     (["trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is invalid"),
     (["trainer.devices=0"], "trainer.devices=0 is invalid"),
     (["callbacks.samples.every_n_epochs=0"], "callbacks.samples.every_n_epochs=0 is invalid"),
-    (["callbacks.samples.every_n_epochs=15"], "must be a multiple of trainer.check_val_every_n_epoch=10"),
+    (["callbacks.samples.every_n_epochs=15"], "must be a multiple of trainer.check_val_every_n_epoch=25"),
     (["+model.width=3"], "model.width is not a key of ncsn.nets.small_conv.SmallConvScoreNet"),
     (["+trainer.max_stepz=3"], "trainer.max_stepz is not a key of lightning.Trainer"),
     (["anneal_power=two"], "anneal_power='two' is invalid"),

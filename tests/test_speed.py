@@ -14,7 +14,7 @@ from ncsn import speed
 from ncsn.losses import dsm_loss
 from ncsn.nets.ncsnv2 import NCSNv2
 from ncsn.nets.refinenet import CondRefineNetDilated
-from ncsn.sampling import Sampler, annealed_langevin
+from ncsn.sampling import Sampler
 from ncsn.sigmas import make_sigmas
 
 # Stated tolerances (relative, ||a - b|| / ||b||).

@@ -17,7 +17,7 @@ Measured effects and tolerances: ``docs/performance.md``.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

@@ -20,8 +20,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .base import DataError, ImageDataModule
-from .files import ROOT_HINT, check_image_config, check_split, check_val_split, short_list, torchvision_download
+from .base import DataError
+from .files import FileImageDataModule, ROOT_HINT, check_split, short_list, torchvision_download
 
 FOLDER = "celeba"
 IMAGES = "img_align_celeba"
@@ -91,24 +91,22 @@ class CelebaFaces(Dataset):
         return load_face(self.folder / self.names[i], self.image_size), torch.tensor(-1, dtype=torch.long)
 
 
-class CelebaDataModule(ImageDataModule):
+class CelebaDataModule(FileImageDataModule):
     """CelebA faces, 3 x image_size x image_size; splits 'train', 'valid', 'test'."""
+
+    NAME = "CelebA"
+    CHANNELS = 3
+    SIZES = None
+    SIZE_NOTE = (f"images are center-cropped to {CROP}x{CROP} and resized to image_size, "
+                f"which must be a positive int (32 for NCSN, 64 for NCSNv2)")
+    VAL_SPLITS = ("valid", "test")
 
     def __init__(self, root: str = "data", image_size: int = 64, channels: int = 3, batch_size: int = 128,
                  num_workers: int = 4, random_flip: bool = True, dequantize: bool = True,
                  val_split: str = "test", download: bool = False, pin_memory: bool = True,
                  persistent_workers: bool = True):
-        check_image_config("CelebA", image_size, channels, None, 3,
-                           f"images are center-cropped to {CROP}x{CROP} and resized to image_size, "
-                           f"which must be a positive int (32 for NCSN, 64 for NCSNv2)")
-        check_val_split("CelebA", val_split, ("valid", "test"))
-        super().__init__(batch_size, num_workers, random_flip, dequantize, val_split, pin_memory,
-                         persistent_workers)
-        self.root = Path(root).expanduser().absolute()
-        self.image_size = image_size
-        self.channels = channels
-        self.download = download
-        self.data_shape = (3, image_size, image_size)
+        super().__init__(root, image_size, channels, batch_size, num_workers, random_flip, dequantize, val_split,
+                         download, pin_memory, persistent_workers)
 
     @property
     def folder(self) -> Path:

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DataError, ImageDataModule
-from .files import (ROOT_HINT, Uint8Images, check_image_config, check_split, check_val_split, missing,
+from .base import DataError
+from .files import (FileImageDataModule, ROOT_HINT, Uint8Images, check_split, missing,
                     short_list, torchvision_download)
 
 FOLDER = "cifar-10-batches-py"
@@ -100,24 +100,21 @@ def looks_complete(path: Path) -> bool:
         return f.read(1) == pickle.STOP
 
 
-class Cifar10DataModule(ImageDataModule):
+class Cifar10DataModule(FileImageDataModule):
     """CIFAR-10, 3x32x32, splits 'train' (50,000) and 'test' (10,000); labels 0..9."""
 
-    data_shape = (3, 32, 32)
+    NAME = "CIFAR-10"
+    CHANNELS = 3
+    SIZES = (32,)
+    SIZE_NOTE = ("images are 32x32; set data.image_size=32")
+    VAL_SPLITS = ("test",)
 
     def __init__(self, root: str = "data", image_size: int = 32, channels: int = 3, batch_size: int = 128,
                  num_workers: int = 4, random_flip: bool = True, dequantize: bool = True,
                  val_split: str = "test", download: bool = False, pin_memory: bool = True,
                  persistent_workers: bool = True):
-        check_image_config("CIFAR-10", image_size, channels, (32,), 3,
-                           "images are 32x32; set data.image_size=32")
-        check_val_split("CIFAR-10", val_split, ("test",))
-        super().__init__(batch_size, num_workers, random_flip, dequantize, val_split, pin_memory,
-                         persistent_workers)
-        self.root = Path(root).expanduser().absolute()
-        self.image_size = image_size
-        self.channels = channels
-        self.download = download
+        super().__init__(root, image_size, channels, batch_size, num_workers, random_flip, dequantize, val_split,
+                         download, pin_memory, persistent_workers)
 
     @property
     def folder(self) -> Path:

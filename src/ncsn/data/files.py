@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 import torch
 from torch.utils.data import Dataset
 
-from .base import DataError
+from .base import DataError, ImageDataModule
 
 #: the hint appended to every "not found" message: where ``data.root`` comes from by default
 ROOT_HINT = "data.root defaults to ${paths.data_dir}, i.e. $NCSN_DATA_DIR or ./data"
@@ -88,3 +88,28 @@ class Uint8Images(Dataset):
 
     def __getitem__(self, i):
         return self.images[i].float().div_(255.0), self.labels[i]
+
+
+class FileImageDataModule(ImageDataModule):
+    """Base of the data modules read from files under ``root`` (CIFAR-10, CelebA, MNIST): checks
+    ``image_size``, ``channels`` and ``val_split`` against the class's ``NAME``, ``CHANNELS``,
+    ``SIZES`` (None = any positive size), ``SIZE_NOTE`` and ``VAL_SPLITS``."""
+
+    NAME: str
+    CHANNELS: int
+    SIZES: tuple[int, ...] | None
+    SIZE_NOTE: str
+    VAL_SPLITS: tuple[str, ...]
+
+    def __init__(self, root: str, image_size: int, channels: int, batch_size: int, num_workers: int,
+                 random_flip: bool, dequantize: bool, val_split: str, download: bool, pin_memory: bool,
+                 persistent_workers: bool):
+        check_image_config(self.NAME, image_size, channels, self.SIZES, self.CHANNELS, self.SIZE_NOTE)
+        check_val_split(self.NAME, val_split, self.VAL_SPLITS)
+        super().__init__(batch_size, num_workers, random_flip, dequantize, val_split, pin_memory,
+                         persistent_workers)
+        self.root = Path(root).expanduser().absolute()
+        self.image_size = image_size
+        self.channels = channels
+        self.download = download
+        self.data_shape = (self.CHANNELS, image_size, image_size)

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .base import DataError, ImageDataModule
-from .files import ROOT_HINT, Uint8Images, check_image_config, check_split, check_val_split, torchvision_download
+from .base import DataError
+from .files import FileImageDataModule, ROOT_HINT, Uint8Images, check_split, torchvision_download
 
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -112,24 +112,22 @@ def resize(images: np.ndarray, size: int, chunk: int = 10_000) -> torch.Tensor:
     return torch.cat(out)
 
 
-class MnistDataModule(ImageDataModule):
+class MnistDataModule(FileImageDataModule):
     """MNIST, 1 x image_size x image_size (28 native); splits 'train' (60,000) and 'test' (10,000)."""
+
+    NAME = "MNIST"
+    CHANNELS = 1
+    SIZES = None
+    SIZE_NOTE = (f"images are {SIDE}x{SIDE}; image_size must be a positive int "
+                f"(any size other than {SIDE} is a bilinear resize)")
+    VAL_SPLITS = ("test",)
 
     def __init__(self, root: str = "data", image_size: int = 28, channels: int = 1, batch_size: int = 128,
                  num_workers: int = 4, random_flip: bool = False, dequantize: bool = True,
                  val_split: str = "test", download: bool = False, pin_memory: bool = True,
                  persistent_workers: bool = True):
-        check_image_config("MNIST", image_size, channels, None, 1,
-                           f"images are {SIDE}x{SIDE}; image_size must be a positive int "
-                           f"(any size other than {SIDE} is a bilinear resize)")
-        check_val_split("MNIST", val_split, ("test",))
-        super().__init__(batch_size, num_workers, random_flip, dequantize, val_split, pin_memory,
-                         persistent_workers)
-        self.root = Path(root).expanduser().absolute()
-        self.image_size = image_size
-        self.channels = channels
-        self.download = download
-        self.data_shape = (1, image_size, image_size)
+        super().__init__(root, image_size, channels, batch_size, num_workers, random_flip, dequantize, val_split,
+                         download, pin_memory, persistent_workers)
 
     def locate(self) -> dict[str, Path] | None:
         """{file name: path} from the first candidate folder holding all four files, else None."""
