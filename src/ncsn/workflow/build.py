@@ -20,10 +20,14 @@ def user_errors(what: str):
     except ConfigError:
         raise
     except InstantiationException as e:
-        cause = e.__cause__ or e
-        raise ConfigError(f"{what}: {cause}") from None
+        raise ConfigError(_prefixed(what, e.__cause__ or e)) from None
     except (ValueError, TypeError) as e:
-        raise ConfigError(f"{what}: {e}") from None
+        raise ConfigError(_prefixed(what, e)) from None
+
+
+def _prefixed(what: str, error: BaseException) -> str:
+    msg = str(error)
+    return msg if msg.startswith(what.split(".")[0]) else f"{what}: {msg}"
 
 
 def build_sigmas(cfg: DictConfig) -> torch.Tensor:
