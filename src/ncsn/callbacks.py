@@ -116,4 +116,8 @@ def save_samples_figure(samples: torch.Tensor, path: Path, datamodule=None) -> N
         data = datamodule.val_set.tensors[0] if datamodule is not None and datamodule.val_set is not None else None
         scatter_samples(samples, data, path)
     else:
-        save_grid(samples.clamp(0, 1), path, nrow=int(max(1, round(len(samples) ** 0.5))))
+        images = samples.clamp(0, 1)
+        if images.shape[-1] < 32:  # small images (8x8 digits) are enlarged so a person can read them
+            factor = -(-32 // images.shape[-1])
+            images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
+        save_grid(images, path, nrow=int(max(1, round(len(samples) ** 0.5))))

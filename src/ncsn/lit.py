@@ -16,6 +16,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .losses import dsm_loss, per_level_mean
+from .speed import adam_kwargs, maybe_compile
 
 NONFINITE_POLICIES = ("raise", "skip")
 
@@ -61,6 +62,9 @@ class ScoreModel(L.LightningModule):
         ema_decay: float | None = 0.999,
         anneal_power: float = 2.0,
         on_nonfinite: str = "raise",
+        fused: bool | str = "auto",
+        compile_net: bool = False,
+        compile_mode: str | None = None,
         config: dict | None = None,
     ):
         super().__init__()
@@ -70,6 +74,10 @@ class ScoreModel(L.LightningModule):
         self.lr, self.betas, self.eps, self.weight_decay, self.amsgrad = lr, (beta1, beta2), eps, weight_decay, amsgrad
         self.anneal_power = anneal_power
         self.on_nonfinite = on_nonfinite
+        self.fused = fused
+        # The compiled network shares the parameters of self.net; kept out of the module tree so
+        # checkpoints and the EMA copy see only self.net's keys.
+        self.__dict__["train_net"] = maybe_compile(net, compile_net, compile_mode)
         self.ema = None
         if ema_decay is not None:
             self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
@@ -102,7 +110,7 @@ class ScoreModel(L.LightningModule):
     # -- training ------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x = batch[0]
-        out = dsm_loss(self.net, x, self.sigmas, self.anneal_power)
+        out = dsm_loss(self.train_net, x, self.sigmas, self.anneal_power)
         if not torch.isfinite(out.loss):
             bad = torch.unique(out.level_index[~torch.isfinite(out.per_example)]).tolist()
             sig = [round(float(self.sigmas[i]), 6) for i in bad]
@@ -118,7 +126,8 @@ class ScoreModel(L.LightningModule):
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas, eps=self.eps,
-                                weight_decay=self.weight_decay, amsgrad=self.amsgrad)
+                                weight_decay=self.weight_decay, amsgrad=self.amsgrad,
+                                **adam_kwargs(self.device, self.fused))
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)

@@ -87,6 +87,12 @@ def validate_train(cfg: DictConfig) -> None:
     need(cfg, "optim.weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0")
     need(cfg, "optim.amsgrad", lambda v: isinstance(v, bool), "true or false")
     need(cfg, "optim.ema_decay", lambda v: v is None or (_num(v) and 0 <= v < 1), "null or a number in [0, 1)")
+    need(cfg, "optim.fused", lambda v: v in (True, False, "auto"), "true, false or auto")
+    need(cfg, "speed.channels_last", lambda v: isinstance(v, bool), "true or false")
+    need(cfg, "speed.compile", lambda v: isinstance(v, bool), "true or false")
+    need(cfg, "speed.compile_mode", lambda v: v in (None, "default", "reduce-overhead", "max-autotune",
+                                                    "max-autotune-no-cudagraphs"),
+         "null, default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs")
     need(cfg, "data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1")
     if "num_workers" in cfg.data:
         need(cfg, "data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0")
@@ -104,7 +110,7 @@ def validate_train(cfg: DictConfig) -> None:
     for key in ("every_n_train_steps", "every_n_epochs"):
         if _get(cfg, f"callbacks.checkpoint.{key}") is not None:
             need(cfg, f"callbacks.checkpoint.{key}", lambda v: _int(v) and v >= 1, "null or an integer >= 1")
-    if "samples" in (cfg.get("callbacks") or {}):
+    if (cfg.get("callbacks") or {}).get("samples") is not None:
         need(cfg, "callbacks.samples.every_n_epochs", lambda v: _int(v) and v >= 1, "an integer >= 1")
     fid_on = (_get(cfg, "fid.backend") or "none") != "none"
     callbacks = cfg.get("callbacks") or {}

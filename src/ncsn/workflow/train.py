@@ -23,6 +23,7 @@ from ..figures import toy_figure
 from ..data.base import DataError
 from ..lit import ScoreModel
 from ..noise_design import design_noise
+from ..speed import to_channels_last
 from .build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data, user_errors
 from .checkpoints import resolve_resume
 from .evaluation import build_training_fid, check_fid_weights
@@ -148,6 +149,8 @@ def _train(cfg: DictConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     net = build_net(cfg.model, sigmas)
     check_net_matches_data(net, tuple(datamodule.data_shape))
+    if cfg.speed.channels_last:
+        to_channels_last(net)  # before the EMA copy is made, so it inherits the layout
     ckpt_path = resolve_resume(cfg.ckpt_path, run_dir, net)
     fid = build_training_fid(cfg, datamodule)
 
@@ -171,7 +174,8 @@ def _train(cfg: DictConfig) -> dict:
     model = ScoreModel(net, lr=cfg.optim.lr, beta1=cfg.optim.beta1, beta2=cfg.optim.beta2, eps=cfg.optim.eps,
                        weight_decay=cfg.optim.weight_decay, amsgrad=cfg.optim.amsgrad,
                        ema_decay=cfg.optim.ema_decay, anneal_power=cfg.anneal_power,
-                       on_nonfinite=cfg.on_nonfinite, config=resolved)
+                       on_nonfinite=cfg.on_nonfinite, fused=cfg.optim.fused, compile_net=cfg.speed.compile,
+                       compile_mode=cfg.speed.compile_mode, config=resolved)
     status, error = "finished", None
     try:
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
