@@ -75,6 +75,7 @@ def check_targets(cfg: DictConfig, prefix: str = "") -> None:
 def validate_train(cfg: DictConfig) -> None:
     """The checks of train.py that need no object construction (the rest is caught by building)."""
     need(cfg, "seed", _int, "an integer")
+    need(cfg, "torch_threads", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1")
     need(cfg, "anneal_power", _num, "a finite number (2 in the papers)")
     need(cfg, "on_nonfinite", lambda v: v in ("raise", "skip"), "'raise' or 'skip'")
     need(cfg, "allow_config_change", lambda v: isinstance(v, bool), "true or false")
@@ -132,6 +133,8 @@ def validate_sample(cfg: DictConfig) -> None:
     need(cfg, "seed", _int, "an integer")
     need(cfg, "device", lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),
          "auto, cpu, cuda or cuda:N")
+    need(cfg, "torch_threads", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1")
+    need(cfg, "nnpack", lambda v: isinstance(v, bool), "true or false")
     modes = ("samples", "fid", "inpaint", "interpolate", "progression", "toy_figure")
     need(cfg, "mode", lambda v: v in modes, f"one of {modes}")
     need(cfg, "eval.n_samples", lambda v: _int(v) and v >= 2, "an integer >= 2")

@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ..callbacks import save_samples_figure
+from ..speed import nnpack_convs
 from .build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data
 from .checkpoints import check_architecture, load_checkpoint, net_state_dict
 from .config import ConfigError, atomic_write_text, validate_sample, validate_sigmas
@@ -55,9 +56,13 @@ def sample(cfg: DictConfig) -> dict:
     """mode=samples: draw ``sampler.n_samples`` samples; write samples.npz, samples.png and
     results.json. Other modes: see ``sample_modes``."""
     validate_sample(cfg)
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(cfg.torch_threads)
     out_dir = Path(cfg.out_dir)
     device = resolve_device(cfg.device)
     train_cfg, net, datamodule = load_run(cfg.ckpt_path, device)
+    if cfg.nnpack:
+        nnpack_convs(net)  # CPU fp32 only (a no-op elsewhere); same weights, Winograd 3x3 convs
     sampler_cfg = merged_sampler_cfg(train_cfg, cfg.sampler)
     sampler = build_sampler(sampler_cfg)
 

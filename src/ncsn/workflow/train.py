@@ -126,6 +126,8 @@ def _train(cfg: DictConfig) -> dict:
     run_dir = Path(cfg.paths.run_dir)
     validate_train(cfg)
     overrides, group, name = hydra_job_info()
+    if cfg.torch_threads is not None:
+        torch.set_num_threads(cfg.torch_threads)
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.sigmas.kind != "auto":
