@@ -55,9 +55,9 @@ def test_reduced_ncsn_on_digits_lowers_the_validation_dsm_loss(tmp_path):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         tiny = [o for o in TINY_DIGITS if not o.startswith("model.")]
         cfg = compose("train", overrides=[*tiny, "model=ncsn", "model.ngf=8", "fid=none", "callbacks.best=null",
-                                          "trainer.max_steps=60", "trainer.limit_train_batches=null",
+                                          "trainer.max_steps=160", "trainer.limit_train_batches=null",
                                           "callbacks.samples.every_n_epochs=1000", f"paths.run_dir={run_dir}"])
     assert run_entry(train, cfg) == EXIT_OK
     with open(run_dir / "metrics.csv", newline="") as f:
         val = [float(r["val/loss"]) for r in csv.DictReader(f) if r.get("val/loss")]
-    assert len(val) >= 2 and val[-1] < 0.8 * val[0], val
+    assert len(val) >= 5 and val[-1] < 0.85 * val[0], val
