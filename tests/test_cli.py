@@ -34,7 +34,7 @@ def test_train_digits_writes_documented_files_then_sample_reloads(tmp_path):
 
     out = tmp_path / "sample"
     res = run_cli("sample.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "sampler.n_samples=5",
-                  "sampler.denoise=true", "device=cpu", f"hydra.run.dir={out}")
+                  "sampler.denoise=true", "device=cpu", "nnpack=true", f"hydra.run.dir={out}")
     assert res.returncode == 0, res.stderr[-3000:]
     npz = np.load(out / "samples.npz")
     assert npz["samples"].shape == (5, 1, 8, 8) and npz["samples_before_denoise"].shape == (5, 1, 8, 8)
@@ -59,6 +59,19 @@ def test_train_toy_writes_scatter_and_mode_weights(tmp_path):
                   f"hydra.run.dir={out}")
     assert res.returncode == 0, res.stderr[-3000:]
     assert np.load(out / "samples.npz")["samples"].shape == (7, 2)
+
+    fig = tmp_path / "fig"
+    res = run_cli("sample.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "mode=toy_figure",
+                  "sampler.n_samples=64", "sampler.n_steps_each=2", f"hydra.run.dir={fig}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (fig / "toy_figure.png").is_file()
+    weights = json.loads((fig / "results.json").read_text())
+    for key in ("toy/figure_data", "toy/figure_langevin", "toy/figure_annealed", "toy/figure_learned"):
+        assert abs(sum(weights[key]) - 1) < 1e-6, key
+    # image-only modes are refused for 2-D data with a message, not a traceback
+    res = run_cli("sample.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "mode=inpaint",
+                  f"hydra.run.dir={tmp_path / 'bad'}")
+    assert res.returncode == 2 and "error: mode='inpaint' needs image data" in res.stderr
 
 
 def test_sample_refuses_missing_and_unreadable_checkpoints(tmp_path):

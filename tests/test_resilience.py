@@ -198,3 +198,16 @@ def test_sigkill_at_several_points_then_resume_reaches_the_end(tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((run_dir / "results.json").read_text())["global_step"] == 200
     assert torch.load(last, weights_only=True)["global_step"] == 200
+
+
+def test_speed_keys_train_and_keep_checkpoint_keys(tmp_path):
+    """speed.channels_last, optim.fused and sampler.autocast run end to end; the checkpoint keys
+    are the plain network's (no compiled-wrapper or layout artefacts)."""
+    run_dir = tmp_path / "run"
+    cfg = compose_train(["trainer.max_steps=4", "speed.channels_last=true", "optim.fused=true",
+                         "sampler.autocast=bf16"], run_dir)
+    assert run_entry(train, cfg) == EXIT_OK
+    keys = set(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    plain = tmp_path / "plain"
+    assert run_entry(train, compose_train(["trainer.max_steps=4"], plain)) == EXIT_OK
+    assert keys == set(torch.load(plain / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
