@@ -27,6 +27,7 @@ def test_train_digits_writes_documented_files_then_sample_reloads(tmp_path):
         assert key in header, header
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "finished" and results["global_step"] == 6
+    assert results["sample/final_device"] == "cpu"
     # the checkpoint reloads with torch's default weights-only loading and carries the config
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["config"]["sampler"]["n_steps_each"] == 2
@@ -124,3 +125,34 @@ def test_sample_modes_write_their_documented_files(mode, extra, files, tiny_digi
         assert Image.open(out / "progression.gif").n_frames == results["n_frames"] == 11
     if mode == "interpolate":
         assert np.load(out / "interpolation.npz")["samples"].shape == (2, 5, 1, 8, 8)
+
+
+@pytest.mark.parametrize("mode, extra, npz", [
+    ("inpaint", ["inpaint.n_images=2", "inpaint.n_per_image=1"], "inpainting.npz"),
+    ("interpolate", ["interpolate.n_rows=1", "interpolate.n_interp=3"], "interpolation.npz"),
+])
+def test_inpaint_and_interpolate_evaluate_the_network_as_configured(mode, extra, npz, tiny_digits_ckpt, tmp_path):
+    """sampler.autocast (like sampler.compile) reaches every mode's network calls, not only mode=samples."""
+    samples = {}
+    for autocast in ("fp32", "bf16"):
+        out = tmp_path / autocast
+        res = run_cli("sample.py", f"ckpt_path={tiny_digits_ckpt}", f"mode={mode}", *extra, "device=cpu",
+                      f"sampler.autocast={autocast}", f"hydra.run.dir={out}")
+        assert res.returncode == 0, res.stderr[-3000:]
+        samples[autocast] = np.load(out / npz)["samples"]
+    assert samples["fp32"].shape == samples["bf16"].shape
+    assert not np.array_equal(samples["fp32"], samples["bf16"])  # the bf16 network calls were used
+    assert np.abs(samples["fp32"] - samples["bf16"]).mean() < 0.05  # same seed: the same draw up to precision
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_train_on_gpu_in_bf16_draws_the_final_samples_on_the_gpu(tmp_path):
+    # Lightning's teardown moves the module back to the CPU; the final grid must not be drawn there
+    run_dir = tmp_path / "gpu"
+    res = run_cli("train.py", *TINY_DIGITS, "fid=none", "callbacks.best=null", "trainer.accelerator=gpu",
+                  "trainer.precision=bf16-mixed", "sampler.autocast=bf16", f"hydra.run.dir={run_dir}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "finished" and results["sample/final_device"].startswith("cuda")
+    assert (run_dir / "samples" / "final.png").is_file()

@@ -76,10 +76,28 @@ def test_sampler_is_reproducible_per_seed_and_batches_agree():
 @pytest.mark.parametrize("kwargs, key", [({"step_lr": 0.0}, "sampler.step_lr"), ({"n_steps_each": 0}, "sampler.n_steps_each"),
                                          ({"kind": "ode"}, "sampler.kind"), ({"n_samples": 0}, "sampler.n_samples"),
                                          ({"init_low": 1.0, "init_high": 0.0}, "sampler.init_high"),
-                                         ({"denoise": "yes"}, "sampler.denoise")])
+                                         ({"denoise": "yes"}, "sampler.denoise"),
+                                         ({"compile": "yes"}, "sampler.compile"),
+                                         ({"autocast": "int8"}, "sampler.autocast")])
 def test_sampler_rejects_bad_settings(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         Sampler(**kwargs)
+
+
+def test_compiled_sampler_compiles_once_and_draws_what_the_eager_one_draws():
+    from ncsn.nets.mlp import ConditionalMLP
+
+    sigmas = make_sigmas("geometric", 5.0, 0.1, 4)
+    torch.manual_seed(0)
+    net = ConditionalMLP(sigmas=sigmas, hidden=32).eval()
+    compiled = Sampler(step_lr=0.01, n_steps_each=3, n_samples=16, compile=True)
+    assert isinstance(compiled.wrap(net), torch._dynamo.eval_frame.OptimizedModule)
+    assert compiled.wrap(net) is compiled.wrap(net)  # one compiled wrapper per network, reused
+    eager = Sampler(step_lr=0.01, n_steps_each=3, n_samples=16)
+    assert eager.wrap(net) is net
+    a = compiled(net, sigmas, (2,), torch.Generator().manual_seed(0), progress=False)
+    b = eager(net, sigmas, (2,), torch.Generator().manual_seed(0), progress=False)
+    torch.testing.assert_close(a.samples, b.samples, rtol=1e-5, atol=1e-5)
 
 
 def test_learned_mlp_recovers_mixture_weights_with_annealed_langevin():

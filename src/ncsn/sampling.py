@@ -14,7 +14,7 @@ from typing import Callable, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from .speed import score_autocast
+from .speed import maybe_compile, score_autocast
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -126,7 +126,8 @@ class Sampler:
 
     def __init__(self, kind: str = "annealed", step_lr: float = 2e-5, n_steps_each: int = 100,
                  denoise: bool = False, n_samples: int = 64, batch_size: int = 1000,
-                 init_low: float = 0.0, init_high: float = 1.0, autocast: str | None = None):
+                 init_low: float = 0.0, init_high: float = 1.0, autocast: str | None = None,
+                 compile: bool = False):
         checks = [
             (kind in SAMPLER_KINDS, "kind", kind, f"one of {SAMPLER_KINDS}"),
             (_is_number(step_lr) and step_lr > 0, "step_lr", step_lr, "a number > 0"),
@@ -137,6 +138,7 @@ class Sampler:
             (_is_number(init_low) and _is_number(init_high) and init_low < init_high, "init_high",
              init_high, f"a number > sampler.init_low={init_low}"),
             (autocast in (None, "fp32", "bf16", "fp16"), "autocast", autocast, "null, fp32, bf16 or fp16"),
+            (isinstance(compile, bool), "compile", compile, "true or false"),
         ]
         for ok, key, value, allowed in checks:
             if not ok:
@@ -144,7 +146,17 @@ class Sampler:
         self.kind, self.step_lr, self.n_steps_each, self.denoise = kind, float(step_lr), n_steps_each, denoise
         self.n_samples, self.batch_size = n_samples, batch_size
         self.init_low, self.init_high = float(init_low), float(init_high)
-        self.autocast = autocast
+        self.autocast, self.compile = autocast, compile
+        self._compiled = None  # (score, torch.compile(score)): compile once, reuse every evaluation
+
+    def wrap(self, score: ScoreFn) -> ScoreFn:
+        """``score`` as this sampler evaluates it: compiled (``compile``), then under ``autocast``
+        (bf16/fp16 network calls returning float32). Every sampling mode calls the network this way."""
+        if self.compile:
+            if self._compiled is None or self._compiled[0] is not score:
+                self._compiled = (score, maybe_compile(score, True))
+            score = self._compiled[1]
+        return score_autocast(score, self.autocast)
 
     def __call__(self, score: ScoreFn, sigmas: torch.Tensor, shape: tuple, generator: torch.Generator,
                  device=None, n: int | None = None, keep_frames: bool = False,
@@ -154,7 +166,7 @@ class Sampler:
         result always holds the iterate before it too (``before_denoise``)."""
         n = self.n_samples if n is None else n
         denoise = self.denoise if denoise is None else denoise
-        score = score_autocast(score, self.autocast)  # network calls in bf16/fp16; updates in fp32
+        score = self.wrap(score)  # network calls compiled and/or in bf16/fp16; updates in fp32
         parts = []
         for start in range(0, n, self.batch_size):
             m = min(self.batch_size, n - start)

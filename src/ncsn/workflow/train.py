@@ -197,7 +197,8 @@ def _train(cfg: DictConfig) -> dict:
             if error:
                 results["error"] = error
             if status == "finished":
-                results.update(final_samples(cfg, model, datamodule, run_dir))
+                # Lightning's teardown has moved the module back to the CPU: sample where it trained
+                results.update(final_samples(cfg, model, datamodule, run_dir, trainer.strategy.root_device))
             atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
         for logger in loggers:
             if type(logger).__name__ == "WandbLogger":  # jobs of a sweep must not bleed into each other
@@ -209,14 +210,15 @@ def _train(cfg: DictConfig) -> dict:
     return results
 
 
-def final_samples(cfg: DictConfig, model: ScoreModel, datamodule, run_dir: Path) -> dict:
-    """Samples from the final EMA weights: samples/final.png; for 2-D mixtures the mode weights."""
+def final_samples(cfg: DictConfig, model: ScoreModel, datamodule, run_dir: Path, device: torch.device) -> dict:
+    """Samples from the final EMA weights on ``device``: samples/final.png; for 2-D mixtures the mode weights."""
     sampler = build_sampler(cfg.sampler)
+    model.to(device)
     net = model.score_net.eval()
-    g = torch.Generator(device=model.device).manual_seed(cfg.seed)
+    g = torch.Generator(device=device).manual_seed(cfg.seed)
     start = time.perf_counter()
-    res = sampler(net, model.sigmas, tuple(datamodule.data_shape), g, model.device)
-    out = {"sample/final_time_s": time.perf_counter() - start}
+    res = sampler(net, model.sigmas, tuple(datamodule.data_shape), g, device)
+    out = {"sample/final_time_s": time.perf_counter() - start, "sample/final_device": str(device)}
     save_samples_figure(res.samples, run_dir / "samples" / "final.png", datamodule)
     mixture = getattr(datamodule, "mixture", None)
     if mixture is not None:
