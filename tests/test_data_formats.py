@@ -392,3 +392,49 @@ def test_mnist_gzip_stream_damage_is_named(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(DataError, match=f"^MNIST file is corrupt: {path}"):
         mnist(tmp_path).load_split("test")
+
+
+# ----------------------------------------------------------------------------- training order
+
+def test_epoch_shuffle_shards_a_seeded_permutation_and_resumes_mid_epoch():
+    from ncsn.data.base import EpochShuffle
+
+    full = EpochShuffle(10, seed=3)
+    full.set_epoch(2)
+    order = list(full)
+    assert sorted(order) == list(range(10)) and order == list(full)  # a permutation, fixed per (seed, epoch)
+    full.set_epoch(3)
+    assert list(full) != order
+    # DDP: rank r of 3 takes every 3rd index of the same permutation, padded to 3 x 4 = 12
+    shards = []
+    for rank in range(3):
+        s = EpochShuffle(10, seed=3, rank=rank, world=3)
+        s.set_epoch(2)
+        shards.append(list(s))
+    assert all(len(x) == len(EpochShuffle(10, 3, r, 3)) == 4 for r, x in enumerate(shards))
+    padded = order + order[:2]
+    assert [padded[r::3] for r in range(3)] == shards
+    # resume after 2 indices of epoch 2: that epoch continues where it stopped, later epochs are whole
+    s = EpochShuffle(10, seed=3, keyed=True)
+    s.resume_at(2, 2)
+    s.set_epoch(2)
+    assert list(s) == [(2, i) for i in order[2:]]
+    s.set_epoch(3)
+    assert len(list(s)) == 10
+
+
+def test_augmentation_of_an_image_depends_only_on_seed_epoch_and_index():
+    from ncsn.data.base import Augmented
+
+    base = torch.utils.data.TensorDataset(torch.rand(4, 1, 4, 4), torch.zeros(4, dtype=torch.long))
+    aug = Augmented(base, flip=True, dequantize=True, levels=256, seed=1)
+    torch.manual_seed(0)
+    a = aug[(5, 2)][0]
+    torch.manual_seed(1)  # the global stream does not matter
+    assert torch.equal(aug[(5, 2)][0], a)
+    assert not torch.equal(aug[(6, 2)][0], a)  # the next epoch draws new noise for the same image
+    assert not torch.equal(Augmented(base, True, True, 256, seed=2)[(5, 2)][0], a)
+    x = base[2][0]
+    # x * 255/256 + U/256 of the image or of its mirror: within one level above one of them
+    assert any(bool(((a - v * 255 / 256) >= 0).all() and ((a - v * 255 / 256) < 1 / 256).all())
+               for v in (x, x.flip(-1)))

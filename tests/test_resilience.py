@@ -53,6 +53,32 @@ def test_resume_equivalence_straight_vs_half_plus_resume(tmp_path):
     assert max(steps) == 15 and min(steps) == 0  # the first half's rows were kept, not deleted
 
 
+def test_mid_epoch_resume_with_workers_and_augmentation_equals_straight(tmp_path):
+    """The papers checkpoint every 5,000 steps, mid-epoch: 10 steps straight == 6 steps, then the
+    same command resumed to 10, on digits (13 batches per epoch) with 2 loader workers, random
+    flips and dequantization. The resumed epoch skips the 6 batches already trained, and each
+    image's flip and noise depend on (seed, epoch, index) only, not on the worker's random stream."""
+    from conftest import TINY_DIGITS
+
+    def cfg(steps, run_dir):
+        tiny = [o for o in TINY_DIGITS if not o.startswith(("trainer.max_steps", "trainer.limit_train_batches"))]
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose("train", overrides=[*tiny, f"trainer.max_steps={steps}", "fid=none", "callbacks.best=null",
+                                               "callbacks.samples.every_n_epochs=1000", "trainer.check_val_every_n_epoch=1000",
+                                               "data.num_workers=2", "data.random_flip=true",
+                                               f"paths.run_dir={run_dir}"])
+
+    straight, halves = tmp_path / "straight", tmp_path / "halves"
+    assert run_entry(train, cfg(10, straight)) == EXIT_OK
+    assert run_entry(train, cfg(6, halves)) == EXIT_OK
+    first = torch.load(halves / "checkpoints" / "last.ckpt", weights_only=True)
+    assert first["global_step"] == 6 and first["epoch"] == 0  # mid-epoch
+    assert run_entry(train, cfg(10, halves)) == EXIT_OK
+    a, b = net_weights(straight / "checkpoints" / "last.ckpt"), net_weights(halves / "checkpoints" / "last.ckpt")
+    for k in a:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6, rtol=1e-5), k
+
+
 def test_run_dir_with_a_different_config_is_refused(tmp_path, capsys):
     run_dir = tmp_path / "run"
     assert run_entry(train, compose_train(["trainer.max_steps=4"], run_dir)) == EXIT_OK

@@ -11,26 +11,36 @@ from typing import Iterator
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .transforms import random_hflip, uniform_dequantize
 
 
 class Augmented(Dataset):
-    """Wraps an un-augmented dataset of ``(x, y)`` and applies the training transforms."""
+    """Wraps an un-augmented dataset of ``(x, y)`` and applies the training transforms.
 
-    def __init__(self, base: Dataset, flip: bool, dequantize: bool, levels: int):
-        self.base, self.flip, self.dequantize, self.levels = base, flip, dequantize, levels
+    Indexed by ``(epoch, i)`` (what ``EpochShuffle(keyed=True)`` yields), the flip and the
+    dequantization noise of an image are drawn from a generator seeded by (seed, epoch, i) alone:
+    the same in any worker process, on any rank, and after a resume. Indexed by ``i``, they come
+    from the global random stream.
+    """
+
+    def __init__(self, base: Dataset, flip: bool, dequantize: bool, levels: int, seed: int = 0):
+        self.base, self.flip, self.dequantize, self.levels, self.seed = base, flip, dequantize, levels, seed
 
     def __len__(self):
         return len(self.base)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
+        epoch, i = key if isinstance(key, tuple) else (None, key)
+        g = None
+        if epoch is not None:
+            g = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_000_007 + i) % 2**63)
         x, y = self.base[i]
         if self.flip:
-            x = random_hflip(x)
+            x = random_hflip(x, generator=g)
         if self.dequantize:
-            x = uniform_dequantize(x, self.levels)
+            x = uniform_dequantize(x, self.levels, generator=g)
         return x, y
 
 
@@ -83,8 +93,8 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self):
-        aug = Augmented(self.train_set, self.random_flip, self.dequantize, self.levels)
-        return train_loader(self, aug, drop_last=len(self.train_set) >= self.batch_size)
+        aug = Augmented(self.train_set, self.random_flip, self.dequantize, self.levels, self.shuffle_seed)
+        return train_loader(self, aug, drop_last=len(self.train_set) >= self.batch_size, keyed=True)
 
     def val_dataloader(self):
         return self._loader(self.val_set, shuffle=False, drop_last=False, generator=fixed_generator())
@@ -97,36 +107,54 @@ class ImageDataModule(L.LightningDataModule):
             yield x
 
 
-class EpochShuffle(Sampler):
-    """A random order that depends only on (seed, epoch): Lightning calls ``set_epoch`` at every
-    epoch start, so a resumed run sees the same order as a straight one (the global RNG, which a
-    restart would advance differently, is not used)."""
+class EpochShuffle(DistributedSampler):
+    """The training order: a permutation that depends only on (seed, epoch) (Lightning calls
+    ``set_epoch`` at every epoch start; the global RNG, which a restart would advance differently,
+    is not used). Under DDP, rank r of w takes every w-th index of the permutation, padded to equal
+    length as ``DistributedSampler`` does; being one, it is not replaced by Lightning's.
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    ``resume_at(epoch, n_done)``: a run resumed from a mid-epoch checkpoint skips, in that epoch
+    only, the ``n_done`` indices this rank has already trained on, so it sees exactly what a straight
+    run sees. ``keyed=True`` yields ``(epoch, i)`` for ``Augmented``'s per-image random transforms.
+    """
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, keyed: bool = False):
+        super().__init__(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.n, self.keyed = n, keyed
+        self._resume: tuple[int, int] | None = None
 
-    def __len__(self) -> int:
-        return self.n
+    def resume_at(self, epoch: int, n_done: int) -> None:
+        self._resume = (epoch, n_done)
 
     def __iter__(self):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
+        order = torch.randperm(self.n, generator=g).tolist()
+        order = (order * -(-self.total_size // max(self.n, 1)))[: self.total_size]  # pad to w * num_samples
+        mine = order[self.rank: self.total_size: self.num_replicas]
+        if self._resume is not None and self._resume[0] <= self.epoch:
+            if self._resume[0] == self.epoch:
+                mine = mine[self._resume[1]:]
+            self._resume = None
+        return iter([(self.epoch, i) for i in mine] if self.keyed else mine)
 
 
-def train_loader(dm, dataset, drop_last: bool) -> DataLoader:
-    """The training DataLoader of a data module (``batch_size``, ``num_workers``, ``shuffle_seed``
-    and the optional ``pin_memory``/``persistent_workers`` attributes). Under DDP, Lightning puts
-    its DistributedSampler (seeded by seed and epoch) in place of the shuffling."""
+def train_loader(dm, dataset, drop_last: bool, keyed: bool = False) -> DataLoader:
+    """The training DataLoader of a data module (``batch_size`` per rank, ``num_workers``,
+    ``shuffle_seed`` and the optional ``pin_memory``/``persistent_workers`` attributes), ordered by
+    ``EpochShuffle``. When Lightning restarts from a mid-epoch checkpoint, the batches of that
+    epoch already trained (Lightning's ``batch_progress``) are skipped."""
     workers = getattr(dm, "num_workers", 0)
-    distributed = dm.trainer is not None and dm.trainer.world_size > 1
+    trainer = dm.trainer
+    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+    sampler = EpochShuffle(len(dataset), dm.shuffle_seed, rank, world, keyed)
+    if trainer is not None and trainer.fit_loop.restarting:
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        if progress.current.ready and not progress.is_last_batch:
+            sampler.resume_at(trainer.current_epoch, progress.current.ready * dm.batch_size)
     return DataLoader(
         dataset,
         batch_size=dm.batch_size,
-        shuffle=True if distributed else None,
-        sampler=None if distributed else EpochShuffle(len(dataset), dm.shuffle_seed),
+        sampler=sampler,
         drop_last=drop_last,
         num_workers=workers,
         pin_memory=getattr(dm, "pin_memory", False) and torch.cuda.is_available(),
