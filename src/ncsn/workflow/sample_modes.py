@@ -81,8 +81,8 @@ def run_inpaint(cfg: DictConfig, net, datamodule, sampler: Sampler, out_dir: Pat
         raise ConfigError(f"inpaint.mask={ic.mask!r}: {e}") from None
     ref = reference.repeat_interleave(ic.n_per_image, 0).to(device)
     x0 = sampler.init_low + (sampler.init_high - sampler.init_low) * torch.rand(ref.shape, generator=g, device=device)
-    res = annealed_langevin_inpaint(sampler.wrap(net), x0, ref, mask.to(device), net.sigmas, sampler.step_lr, sampler.n_steps_each,
-                                    renoise=ic.renoise, denoise=sampler.denoise, generator=g)
+    res = annealed_langevin_inpaint(sampler.wrap(net), x0, ref, mask.to(device), net.sigmas, sampler.step_lr,
+                                    sampler.n_steps_each, renoise=ic.renoise, denoise=sampler.denoise, generator=g)
     samples = res.samples.clamp(0, 1).cpu().reshape(len(reference), ic.n_per_image, *reference.shape[1:])
     save_inpainting_grid(apply_mask(reference, mask), samples, reference, out_dir / "inpainting.png")
     np.savez(out_dir / "inpainting.npz", samples=samples.numpy(), reference=reference.numpy(),
@@ -94,8 +94,9 @@ def run_interpolate(cfg: DictConfig, net, datamodule, sampler: Sampler, out_dir:
     """NCSNv2 interpolation: one row per seed pair (seed, seed+1), ..., ``interpolate.n_interp`` columns."""
     _need_images(datamodule, "interpolate")
     ic = cfg.interpolate
-    rows = interpolate(sampler.wrap(net), net.sigmas, sampler.step_lr, sampler.n_steps_each, (ic.n_rows, *datamodule.data_shape),
-                       cfg.seed, ic.seed_b, ic.n_interp, sampler.init_low, sampler.init_high, sampler.denoise, device)
+    rows = interpolate(sampler.wrap(net), net.sigmas, sampler.step_lr, sampler.n_steps_each,
+                       (ic.n_rows, *datamodule.data_shape), cfg.seed, ic.seed_b, ic.n_interp, sampler.init_low,
+                       sampler.init_high, sampler.denoise, device)
     rows = rows.clamp(0, 1).cpu()
     save_grid(rows.flatten(0, 1), out_dir / "interpolation.png", nrow=ic.n_interp)
     np.savez(out_dir / "interpolation.npz", samples=rows.numpy())
