@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
@@ -33,16 +34,23 @@ def net_weights(path):
     return {k: v for k, v in sd.items() if k.startswith(("net.", "ema."))}
 
 
-def test_resume_equivalence_straight_vs_half_plus_resume(tmp_path):
+@pytest.mark.parametrize("limit", ["epochs", "steps"])
+def test_resume_equivalence_straight_vs_half_plus_resume(tmp_path, limit):
     """16 steps straight == 8 steps, then the same command resumed to 16 (4 batches per epoch:
-    the split is at an epoch boundary, where Lightning's loop state resumes exactly)."""
+    the split is at an epoch boundary; stopped by max_epochs, or by max_steps on an epoch's last
+    batch). Mid-epoch splits: test_mid_epoch_resume_with_workers_and_augmentation_equals_straight."""
     straight, halves = tmp_path / "straight", tmp_path / "halves"
-    epochs = ["trainer.max_steps=-1"]
-    assert run_entry(train, compose_train([*epochs, "trainer.max_epochs=4"], straight)) == EXIT_OK
-    assert run_entry(train, compose_train([*epochs, "trainer.max_epochs=2"], halves)) == EXIT_OK
+
+    def until(n_steps):
+        if limit == "epochs":
+            return ["trainer.max_steps=-1", f"trainer.max_epochs={n_steps // 4}"]
+        return [f"trainer.max_steps={n_steps}"]
+
+    assert run_entry(train, compose_train(until(16), straight)) == EXIT_OK
+    assert run_entry(train, compose_train(until(8), halves)) == EXIT_OK
     assert torch.load(halves / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
     # the same command again, longer: resumes from halves/checkpoints/last.ckpt (step 8)
-    assert run_entry(train, compose_train([*epochs, "trainer.max_epochs=4"], halves)) == EXIT_OK
+    assert run_entry(train, compose_train(until(16), halves)) == EXIT_OK
     assert json.loads((halves / "results.json").read_text())["global_step"] == 16
     a, b = net_weights(straight / "checkpoints" / "last.ckpt"), net_weights(halves / "checkpoints" / "last.ckpt")
     assert a.keys() == b.keys()

@@ -106,6 +106,7 @@ class ScoreModel(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
+        start_next_epoch_whole(checkpoint)
 
     # -- training ------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -158,3 +159,20 @@ class ScoreModel(L.LightningModule):
         for i in range(len(sums)):
             if counts[i] > 0:
                 self.log(f"val/loss_level_{i:03d}", (sums[i] / counts[i]).float())
+
+
+def start_next_epoch_whole(checkpoint: dict) -> None:
+    """Workaround for Lightning 2.6 (called before it restores its loops from ``checkpoint``).
+
+    A checkpoint written after an epoch has finished (``last.ckpt`` at the end of ``fit`` when
+    ``max_steps`` falls on an epoch's last batch) keeps that epoch's batch counter; restored as is,
+    Lightning ends the next epoch after a single batch, so the resumed run would train on other
+    batches than a straight run. With no epoch in progress the counter is zeroed.
+    """
+    loop = (checkpoint.get("loops") or {}).get("fit_loop")
+    if not loop or "epoch_progress" not in loop or "epoch_loop.batch_progress" not in loop:
+        return
+    epoch, batches = loop["epoch_progress"]["current"], loop["epoch_loop.batch_progress"]
+    if epoch["ready"] == epoch["completed"] and batches["current"]["ready"]:
+        batches["current"] = {k: 0 for k in batches["current"]}
+        batches["is_last_batch"] = False

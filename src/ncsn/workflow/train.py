@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -180,7 +181,11 @@ def _train(cfg: DictConfig) -> dict:
                        compile_mode=cfg.speed.compile_mode, config=resolved)
     status, error = "finished", None
     try:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        with warnings.catch_warnings():
+            # our training loaders resume mid-epoch exactly (data.base.train_loader); Lightning's
+            # warning that they cannot is about loaders without that
+            warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
+            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         if trainer.interrupted:
             status = "interrupted"
     except SIGTERMException:
