@@ -61,11 +61,14 @@ def test_resume_equivalence_straight_vs_half_plus_resume(tmp_path, limit):
     assert max(steps) == 15 and min(steps) == 0  # the first half's rows were kept, not deleted
 
 
-def test_mid_epoch_resume_with_workers_and_augmentation_equals_straight(tmp_path):
+@pytest.mark.parametrize("every", [3, 1000])
+def test_mid_epoch_resume_with_workers_and_augmentation_equals_straight(tmp_path, every):
     """The papers checkpoint every 5,000 steps, mid-epoch: 10 steps straight == 6 steps, then the
     same command resumed to 10, on digits (13 batches per epoch) with 2 loader workers, random
     flips and dequantization. The resumed epoch skips the 6 batches already trained, and each
-    image's flip and noise depend on (seed, epoch, index) only, not on the worker's random stream."""
+    image's flip and noise depend on (seed, epoch, index) only, not on the worker's random stream.
+    every=3: last.ckpt is the periodic one after step 6's batch; every=1000: the one written when
+    max_steps ends fit (Lightning records that epoch as finished; lit.resume_where_fit_stopped)."""
     from conftest import TINY_DIGITS
 
     def cfg(steps, run_dir):
@@ -74,13 +77,15 @@ def test_mid_epoch_resume_with_workers_and_augmentation_equals_straight(tmp_path
             return compose("train", overrides=[*tiny, f"trainer.max_steps={steps}", "fid=none", "callbacks.best=null",
                                                "callbacks.samples.every_n_epochs=1000", "trainer.check_val_every_n_epoch=1000",
                                                "data.num_workers=2", "data.random_flip=true",
+                                               f"callbacks.checkpoint.every_n_train_steps={every}",
                                                f"paths.run_dir={run_dir}"])
 
     straight, halves = tmp_path / "straight", tmp_path / "halves"
     assert run_entry(train, cfg(10, straight)) == EXIT_OK
     assert run_entry(train, cfg(6, halves)) == EXIT_OK
     first = torch.load(halves / "checkpoints" / "last.ckpt", weights_only=True)
-    assert first["global_step"] == 6 and first["epoch"] == 0  # mid-epoch
+    assert first["global_step"] == 6
+    assert first["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]["ready"] == 6  # of 13: mid-epoch
     assert run_entry(train, cfg(10, halves)) == EXIT_OK
     a, b = net_weights(straight / "checkpoints" / "last.ckpt"), net_weights(halves / "checkpoints" / "last.ckpt")
     for k in a:

@@ -106,7 +106,7 @@ class ScoreModel(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
-        start_next_epoch_whole(checkpoint)
+        resume_where_fit_stopped(checkpoint)
 
     # -- training ------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -161,18 +161,32 @@ class ScoreModel(L.LightningModule):
                 self.log(f"val/loss_level_{i:03d}", (sums[i] / counts[i]).float())
 
 
-def start_next_epoch_whole(checkpoint: dict) -> None:
+def resume_where_fit_stopped(checkpoint: dict) -> None:
     """Workaround for Lightning 2.6 (called before it restores its loops from ``checkpoint``).
 
-    A checkpoint written after an epoch has finished (``last.ckpt`` at the end of ``fit`` when
-    ``max_steps`` falls on an epoch's last batch) keeps that epoch's batch counter; restored as is,
-    Lightning ends the next epoch after a single batch, so the resumed run would train on other
-    batches than a straight run. With no epoch in progress the counter is zeroed.
+    ``last.ckpt`` written at the end of ``fit`` (stopped by ``max_steps``) records the epoch as
+    finished but keeps its batch counter. Restored as is, Lightning starts the next epoch and ends
+    it early by that many batches, so "the same command, longer" would train on other batches than
+    a straight run. When no epoch is in progress but the batch counter is not zero:
+
+    * the epoch did end (its last batch was trained): zero the counter, the next epoch runs whole;
+    * ``max_steps`` stopped it mid-epoch: record the state Lightning writes after a training batch
+      (epoch started, not finished; the last batch not yet counted as completed), so the run resumes
+      that epoch where it stopped (and ``data.base.train_loader`` skips the batches already trained).
     """
     loop = (checkpoint.get("loops") or {}).get("fit_loop")
     if not loop or "epoch_progress" not in loop or "epoch_loop.batch_progress" not in loop:
         return
-    epoch, batches = loop["epoch_progress"]["current"], loop["epoch_loop.batch_progress"]
-    if epoch["ready"] == epoch["completed"] and batches["current"]["ready"]:
-        batches["current"] = {k: 0 for k in batches["current"]}
+    epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
+    e, b = epochs["current"], batches["current"]
+    if not (e["ready"] == e["started"] == e["processed"] == e["completed"] and b["ready"]):
+        return
+    if batches["is_last_batch"]:
+        batches["current"] = {k: 0 for k in b}
         batches["is_last_batch"] = False
+    elif e["completed"] > 0 and b["completed"] == b["processed"] == b["ready"]:
+        for progress in (epochs["current"], epochs["total"]):
+            progress["processed"] -= 1
+            progress["completed"] -= 1
+        for progress in (batches["current"], batches["total"]):
+            progress["completed"] -= 1
