@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -90,6 +91,38 @@ def test_mid_epoch_resume_with_workers_and_augmentation_equals_straight(tmp_path
     a, b = net_weights(straight / "checkpoints" / "last.ckpt"), net_weights(halves / "checkpoints" / "last.ckpt")
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6, rtol=1e-5), k
+
+
+def test_ddp_failure_on_one_rank_stops_every_rank_and_shows_that_ranks_error(tmp_path):
+    """Two CPU ranks (gloo); rank 1 raises in its third training step. The run must end (not hang
+    in the next collective), exit non-zero, show rank 1's own error, and record the failure."""
+    (tmp_path / "conf").symlink_to(ROOT / "conf")  # Hydra looks for conf/ beside the main script
+    train_py = str(ROOT / "train.py")
+    driver = tmp_path / "driver.py"  # Lightning starts rank 1 by re-running this script: it is patched too
+    driver.write_text(textwrap.dedent(f"""
+        import os
+        import torch
+        import ncsn.lit
+        real, calls = ncsn.lit.dsm_loss, []
+        def fail_on_rank_1(*args, **kwargs):
+            if os.environ.get("LOCAL_RANK") == "1" and torch.is_grad_enabled():
+                calls.append(1)
+                if len(calls) == 3:
+                    raise RuntimeError("rank 1 broke on purpose")
+            return real(*args, **kwargs)
+        ncsn.lit.dsm_loss = fail_on_rank_1
+        exec(compile(open({train_py!r}).read(), {train_py!r}, "exec"), {{"__name__": "__main__"}})
+    """))
+    run_dir = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    res = subprocess.run([sys.executable, str(driver), "experiment=toy_gmm", "trainer.max_steps=20",
+                          "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "logger=csv",
+                          "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0
+    assert "RuntimeError: rank 1 broke on purpose" in res.stderr
+    results = json.loads((run_dir / "results.json").read_text())  # rank 0 records that the run failed
+    assert results["status"] == "failed" and results["global_step"] < 20
 
 
 def test_run_dir_with_a_different_config_is_refused(tmp_path, capsys):
