@@ -69,6 +69,13 @@ def test_train_toy_writes_scatter_and_mode_weights(tmp_path):
     weights = json.loads((fig / "results.json").read_text())
     for key in ("toy/figure_data", "toy/figure_langevin", "toy/figure_annealed", "toy/figure_learned"):
         assert abs(sum(weights[key]) - 1) < 1e-6, key
+    # the figure's learned score is evaluated as the sampler settings say (here in bf16)
+    res = run_cli("sample.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "mode=toy_figure",
+                  "sampler.n_samples=64", "sampler.n_steps_each=2", "sampler.autocast=bf16",
+                  f"hydra.run.dir={tmp_path / 'fig_bf16'}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    bf16 = json.loads((tmp_path / "fig_bf16" / "results.json").read_text())["toy/figure_score_rel_error"]
+    assert bf16 != weights["toy/figure_score_rel_error"] and abs(bf16 - weights["toy/figure_score_rel_error"]) < 0.05
     # image-only modes are refused for 2-D data with a message, not a traceback
     res = run_cli("sample.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "mode=inpaint",
                   f"hydra.run.dir={tmp_path / 'bad'}")

@@ -142,7 +142,8 @@ def train_loader(dm, dataset, drop_last: bool, keyed: bool = False) -> DataLoade
     """The training DataLoader of a data module (``batch_size`` per rank, ``num_workers``,
     ``shuffle_seed`` and the optional ``pin_memory``/``persistent_workers`` attributes), ordered by
     ``EpochShuffle``. When Lightning restarts from a mid-epoch checkpoint, the batches of that
-    epoch already trained (Lightning's ``batch_progress``) are skipped."""
+    epoch already trained (Lightning's ``batch_progress``, made consistent for the checkpoint that
+    ``max_steps`` leaves by ``lit.resume_where_fit_stopped``) are skipped."""
     workers = getattr(dm, "num_workers", 0)
     trainer = dm.trainer
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)

@@ -120,8 +120,8 @@ def run_toy_figure(cfg: DictConfig, net, datamodule, sampler: Sampler, out_dir: 
     mixture = getattr(datamodule, "mixture", None)
     if mixture is None:
         raise ConfigError("mode=toy_figure needs a checkpoint trained on the toy mixture (experiment=toy_gmm)")
-    weights = toy_figure(mixture, net.sigmas.cpu(), net.cpu(), out_dir / "toy_figure.png", n=sampler.n_samples,
-                         step_lr=sampler.step_lr, n_steps_each=sampler.n_steps_each, seed=cfg.seed,
+    weights = toy_figure(mixture, net.sigmas.cpu(), sampler.wrap(net.cpu()), out_dir / "toy_figure.png",
+                         n=sampler.n_samples, step_lr=sampler.step_lr, n_steps_each=sampler.n_steps_each, seed=cfg.seed,
                          init_low=sampler.init_low, init_high=sampler.init_high)
     return {f"toy/figure_{k}": v for k, v in weights.items()}
 

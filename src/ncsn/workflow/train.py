@@ -231,7 +231,8 @@ def final_samples(cfg: DictConfig, model: ScoreModel, datamodule, run_dir: Path,
         out["toy/mode_weights"] = [round(float(v), 4) for v in w]
         out["toy/weight_error"] = float((w - mixture.weights).abs().max())
         # NCSN Fig. 3: data, plain and annealed Langevin with exact scores, the learned score field
-        weights = toy_figure(mixture, model.sigmas.cpu(), net.cpu(), run_dir / "samples" / "toy_figure.png",
+        weights = toy_figure(mixture, model.sigmas.cpu(), sampler.wrap(net.cpu()),
+                             run_dir / "samples" / "toy_figure.png",
                              n=sampler.n_samples, step_lr=sampler.step_lr, n_steps_each=sampler.n_steps_each,
                              seed=cfg.seed, init_low=sampler.init_low, init_high=sampler.init_high)
         out.update({f"toy/figure_{k}": v for k, v in weights.items()})
