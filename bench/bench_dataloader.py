@@ -33,8 +33,15 @@ def write_synthetic(root: Path) -> None:
 
 
 def measure(root: Path, workers: int, batches: int, batch_size: int) -> dict:
-    dm = Cifar10DataModule(root=str(root), batch_size=batch_size, num_workers=workers, random_flip=True,
-                           dequantize=True, pin_memory=False, persistent_workers=False)
+    dm = Cifar10DataModule(
+        root=str(root),
+        batch_size=batch_size,
+        num_workers=workers,
+        random_flip=True,
+        dequantize=True,
+        pin_memory=False,
+        persistent_workers=False,
+    )
     t0 = time.perf_counter()
     dm.setup("fit")
     setup_s = time.perf_counter() - t0
@@ -49,9 +56,16 @@ def measure(root: Path, workers: int, batches: int, batch_size: int) -> dict:
         n += x.shape[0]
     elapsed = time.perf_counter() - t0
     del it
-    return {"dataset": "cifar10", "batch_size": batch_size, "workers": workers, "batches": batches,
-            "setup_s": round(setup_s, 3), "first_batch_s": round(first_s, 3),
-            "images_per_s": round(n / elapsed, 1), "torch_threads": torch.get_num_threads()}
+    return {
+        "dataset": "cifar10",
+        "batch_size": batch_size,
+        "workers": workers,
+        "batches": batches,
+        "setup_s": round(setup_s, 3),
+        "first_batch_s": round(first_s, 3),
+        "images_per_s": round(n / elapsed, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -64,15 +78,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.batches > 50_000 // args.batch_size - 1:
         p.error(f"--batches {args.batches}: one epoch of 50,000 images has {50_000 // args.batch_size} batches")
 
-    real = args.root is not None and all((Path(args.root) / FOLDER / n).is_file()
-                                         for n in TRAIN_FILES + TEST_FILES)
+    real = args.root is not None and all((Path(args.root) / FOLDER / n).is_file() for n in TRAIN_FILES + TEST_FILES)
     with tempfile.TemporaryDirectory(prefix="ncsn-bench-") as tmp:
         root = Path(args.root) if real else Path(tmp)
         if not real:
             write_synthetic(root)
         for w in args.workers:
-            print(json.dumps({**measure(root, w, args.batches, args.batch_size), "synthetic": not real}),
-                  flush=True)
+            print(json.dumps({**measure(root, w, args.batches, args.batch_size), "synthetic": not real}), flush=True)
 
 
 if __name__ == "__main__":

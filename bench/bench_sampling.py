@@ -7,7 +7,8 @@ option, with the option's relative error of the score against the fp32 baseline 
 
     python bench/bench_sampling.py --model ncsn --batch 100 --steps 2 --options nnpack
     python bench/bench_sampling.py --quick
-    python bench/bench_sampling.py --device cuda --options bf16,channels_last,bf16+channels_last,cuda_graph,bf16+cuda_graph
+    python bench/bench_sampling.py --device cuda --options bf16,channels_last,bf16+channels_last,\
+        cuda_graph,bf16+cuda_graph
 """
 
 from __future__ import annotations
@@ -70,12 +71,26 @@ def main():
     results = common.round_robin(runners, args.steps, args.budget_s, device)
     for name in runners:
         times, peaks = results[name]
-        extra = {"score_rel_err_vs_fp32": round(errors[name], 6),
-                 "setup_and_warmup_s": round(setup_s[name], 2), "gflop_per_image_fwd": round(flops_fwd / 1e9, 3),
-                 "flops_counted_as": "1x forward per evaluation"}
-        common.report("sampling", args, info, name, common.parse_option(name), times, peaks, results["baseline"][0],
-                             args.batch, flops_fwd * args.batch, extra,
-                             rate_key="evals_x_images_per_s")
+        extra = {
+            "score_rel_err_vs_fp32": round(errors[name], 6),
+            "setup_and_warmup_s": round(setup_s[name], 2),
+            "gflop_per_image_fwd": round(flops_fwd / 1e9, 3),
+            "flops_counted_as": "1x forward per evaluation",
+        }
+        common.report(
+            "sampling",
+            args,
+            info,
+            name,
+            common.parse_option(name),
+            times,
+            peaks,
+            results["baseline"][0],
+            args.batch,
+            flops_fwd * args.batch,
+            extra,
+            rate_key="evals_x_images_per_s",
+        )
 
 
 if __name__ == "__main__":

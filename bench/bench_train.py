@@ -19,8 +19,7 @@ from ncsn.losses import dsm_loss
 
 
 def make_step(fn, net, flags, sigmas, x, device, seed):
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4,
-                           **speed.adam_kwargs(device, "fused_adam" in flags))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4, **speed.adam_kwargs(device, "fused_adam" in flags))
     gen = torch.Generator(device=device).manual_seed(seed)
     dtype = common.option_dtype(flags)
     last = {}
@@ -70,11 +69,26 @@ def main():
         times, peaks = results[name]
         flags = common.parse_option(name)
         net, opt = states[name]
-        extra = {"first_step_loss": round(lasts[name]["first_loss"], 5) if lasts[name] else None,
-                 "state_mib": round(common.state_mib(net, opt), 1), "setup_and_warmup_s": round(setup_s[name], 2),
-                 "gflop_per_image_fwd": round(flops_fwd / 1e9, 3), "flops_counted_as": "3x forward"}
-        common.report("train", args, info, name, flags, times, peaks, results["baseline"][0], args.batch,
-                             3 * flops_fwd * args.batch, extra)
+        extra = {
+            "first_step_loss": round(lasts[name]["first_loss"], 5) if lasts[name] else None,
+            "state_mib": round(common.state_mib(net, opt), 1),
+            "setup_and_warmup_s": round(setup_s[name], 2),
+            "gflop_per_image_fwd": round(flops_fwd / 1e9, 3),
+            "flops_counted_as": "3x forward",
+        }
+        common.report(
+            "train",
+            args,
+            info,
+            name,
+            flags,
+            times,
+            peaks,
+            results["baseline"][0],
+            args.batch,
+            3 * flops_fwd * args.batch,
+            extra,
+        )
 
 
 if __name__ == "__main__":

@@ -58,10 +58,10 @@ def malloc_trim() -> bool:
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
 
-from ncsn import speed
-from ncsn.nets.ncsnv2 import NCSNv2
-from ncsn.nets.refinenet import CondRefineNetDilated
-from ncsn.sigmas import make_sigmas
+from ncsn import speed  # noqa: E402
+from ncsn.nets.ncsnv2 import NCSNv2  # noqa: E402
+from ncsn.nets.refinenet import CondRefineNetDilated  # noqa: E402
+from ncsn.sigmas import make_sigmas  # noqa: E402
 
 # The paper's CIFAR-10 configurations (conf/experiment/ncsn_cifar10.yaml, ncsnv2_cifar10.yaml).
 MODELS = {
@@ -101,16 +101,27 @@ def common_args(description: str, default_options: str) -> argparse.ArgumentPars
     p.add_argument("--batch", type=int, default=None, help="default: 128 (train) / 100 (sampling) on GPU, small on CPU")
     p.add_argument("--steps", type=int, default=3, help="timed rounds (one iteration per option per round)")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations per option first")
-    p.add_argument("--options", default=default_options,
-                   help=f"comma-separated, each one of {OPTIONS} or a '+' combination; baseline is always added")
+    p.add_argument(
+        "--options",
+        default=default_options,
+        help=f"comma-separated, each one of {OPTIONS} or a '+' combination; baseline is always added",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--compile-mode", default=None, help="torch.compile mode for the compile option")
-    p.add_argument("--peak-tflops", type=float, default=None,
-                   help="device peak TFLOP/s for the FLOP utilization (default: table for known GPUs)")
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="device peak TFLOP/s for the FLOP utilization (default: table for known GPUs)",
+    )
     p.add_argument("--budget-s", type=float, default=120.0, help="stop timing an option after this many seconds")
     p.add_argument("--quick", action="store_true", help="smoke check: ngf 8, batch 4, 1 step, no warm-up")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default: torch's choice); 1 gives steadier ratios on a busy machine")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch.set_num_threads (default: torch's choice); 1 gives steadier ratios on a busy machine",
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -173,8 +184,7 @@ def device_info(device) -> dict:
         except OSError:
             pass
         info["device_name"] = name
-        info["cpu_isa"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
-                           if f" {f}" in flags]
+        info["cpu_isa"] = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f" {f}" in flags]
         info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
         info["loadavg_1min"] = os.getloadavg()[0]
     return info
@@ -262,8 +272,20 @@ def emit(record: dict):
     print(json.dumps(record, sort_keys=False), flush=True)
 
 
-def report(kind: str, args, info: dict, name: str, flags: set, times: list, peaks: list, base_times: list | None,
-           images_per_call: int, flops_per_call: float, extra: dict, rate_key: str = "images_per_s") -> None:
+def report(
+    kind: str,
+    args,
+    info: dict,
+    name: str,
+    flags: set,
+    times: list,
+    peaks: list,
+    base_times: list | None,
+    images_per_call: int,
+    flops_per_call: float,
+    extra: dict,
+    rate_key: str = "images_per_s",
+) -> None:
     rate = images_per_call * len(times) / sum(times)
     base_times = base_times or times
     per_round = sorted(b / t for b, t in zip(base_times, times))
@@ -271,19 +293,30 @@ def report(kind: str, args, info: dict, name: str, flags: set, times: list, peak
     ratio = per_round[mid] if len(per_round) % 2 else (per_round[mid - 1] + per_round[mid]) / 2
     achieved = flops_per_call * len(times) / sum(times) / 1e12
     dtype_key = "bf16" if option_dtype(flags) is not None else "fp32"
-    peak = peak_tflops(info.get("device_name", ""), dtype_key, args.peak_tflops) if info["device"] == "cuda" \
-        or args.peak_tflops is not None else None
+    peak = (
+        peak_tflops(info.get("device_name", ""), dtype_key, args.peak_tflops)
+        if info["device"] == "cuda" or args.peak_tflops is not None
+        else None
+    )
     valid_peaks = [p for p in peaks if p is not None]
     record = {
-        "bench": kind, "model": args.model, "ngf": args.ngf, "batch": args.batch, "option": name,
-        rate_key: round(rate, 4), "ratio_to_baseline": round(ratio, 3),
-        "ratio_best": round(min(base_times) / min(times), 3), "ratio_mean": round(sum(base_times) / sum(times), 3),
-        "sec_per_iter": round(sum(times) / len(times), 4), "sec_per_iter_best": round(min(times), 4),
+        "bench": kind,
+        "model": args.model,
+        "ngf": args.ngf,
+        "batch": args.batch,
+        "option": name,
+        rate_key: round(rate, 4),
+        "ratio_to_baseline": round(ratio, 3),
+        "ratio_best": round(min(base_times) / min(times), 3),
+        "ratio_mean": round(sum(base_times) / sum(times), 3),
+        "sec_per_iter": round(sum(times) / len(times), 4),
+        "sec_per_iter_best": round(min(times), 4),
         "timed_iters": len(times),
         "peak_mib": round(max(valid_peaks), 1) if valid_peaks else None,
         "achieved_tflops": round(achieved, 4),
         "peak_tflops": peak if peak is not None else "unknown",
         "flop_utilization": round(achieved / peak, 4) if peak else "unknown",
-        **extra, **info,
+        **extra,
+        **info,
     }
     emit(record)

@@ -17,11 +17,16 @@ torch.set_num_threads(1)
 
 def run_cli(script: str, *overrides: str, cwd: Path | None = None, timeout: int = 600, env_extra=None):
     """Run train.py / sample.py in a subprocess; return the CompletedProcess (never raises)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1",
-               HYDRA_FULL_ERROR="0")
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
     env.update(env_extra or {})
-    return subprocess.run([sys.executable, str(ROOT / script), *overrides], cwd=cwd or ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *overrides],
+        cwd=cwd or ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -31,8 +36,19 @@ def cli():
 
 # Tiny settings for end-to-end runs of the digits default (seconds, not minutes).
 TINY_DIGITS = [
-    "model.ngf=8", "model.num_blocks=1", "trainer.max_steps=6", "trainer.limit_train_batches=3", "trainer.check_val_every_n_epoch=1",
-    "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-    "sampler.n_samples=9", "sampler.n_steps_each=2", "callbacks.samples.every_n_epochs=1",
-    "callbacks.checkpoint.every_n_train_steps=3", "data.num_val=64", "data.batch_size=64", "logger=csv",
+    "model.ngf=8",
+    "model.num_blocks=1",
+    "trainer.max_steps=6",
+    "trainer.limit_train_batches=3",
+    "trainer.check_val_every_n_epoch=1",
+    "trainer.log_every_n_steps=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "sampler.n_samples=9",
+    "sampler.n_steps_each=2",
+    "callbacks.samples.every_n_epochs=1",
+    "callbacks.checkpoint.every_n_train_steps=3",
+    "data.num_val=64",
+    "data.batch_size=64",
+    "logger=csv",
 ]

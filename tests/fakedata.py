@@ -36,8 +36,9 @@ def _cifar_batch(images: np.ndarray, labels: np.ndarray, name: str, bytes_keys: 
     return entry
 
 
-def write_cifar10(root: str | Path, per_batch: int = 2, n_test: int = 3, seed: int = 0,
-                  bytes_keys: bool = False) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def write_cifar10(
+    root: str | Path, per_batch: int = 2, n_test: int = 3, seed: int = 0, bytes_keys: bool = False
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Write ``<root>/cifar-10-batches-py/`` with 5 x ``per_batch`` training and ``n_test`` test images.
 
     Returns {'train': (images uint8 (N, 3, 32, 32), labels int64), 'test': (...)} in file order.
@@ -46,8 +47,10 @@ def write_cifar10(root: str | Path, per_batch: int = 2, n_test: int = 3, seed: i
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     out = {}
-    for split, names, n in (("train", [f"data_batch_{i}" for i in range(1, 6)], per_batch),
-                            ("test", ["test_batch"], n_test)):
+    for split, names, n in (
+        ("train", [f"data_batch_{i}" for i in range(1, 6)], per_batch),
+        ("test", ["test_batch"], n_test),
+    ):
         images, labels = [], []
         for name in names:
             x = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
@@ -75,12 +78,17 @@ def celeba_pattern(width: int = 178, height: int = 218, crop: int = 140) -> np.n
     half = crop // 2
     quads = {(0, 0): (0, 0, 255), (0, 1): (0, 255, 0), (1, 0): (255, 255, 255), (1, 1): (0, 0, 0)}
     for (r, c), color in quads.items():
-        img[top + r * half: top + (r + 1) * half, left + c * half: left + (c + 1) * half] = color
+        img[top + r * half : top + (r + 1) * half, left + c * half : left + (c + 1) * half] = color
     return img
 
 
-def write_celeba(root: str | Path, counts: dict[str, int] | None = None, seed: int = 0,
-                 pattern: bool = False, size: tuple[int, int] = (178, 218)) -> dict[str, list[str]]:
+def write_celeba(
+    root: str | Path,
+    counts: dict[str, int] | None = None,
+    seed: int = 0,
+    pattern: bool = False,
+    size: tuple[int, int] = (178, 218),
+) -> dict[str, list[str]]:
     """Write ``<root>/celeba/img_align_celeba/NNNNNN.jpg`` (``size`` = width, height) and
     ``<root>/celeba/list_eval_partition.txt``; splits in file order train, valid, test.
 
@@ -98,8 +106,7 @@ def write_celeba(root: str | Path, counts: dict[str, int] | None = None, seed: i
         for _ in range(counts.get(split, 0)):
             k += 1
             name = f"{k:06d}.jpg"
-            px = (celeba_pattern(*size) if pattern
-                  else rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8))
+            px = celeba_pattern(*size) if pattern else rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)
             Image.fromarray(px).save(images / name, quality=95, subsampling=0)
             names[split].append(name)
             lines.append(f"{name} {code}\n")
@@ -124,8 +131,9 @@ def write_idx(path: str | Path, array: np.ndarray, magic: int, gz: bool) -> Path
     return path
 
 
-def write_mnist(root: str | Path, n_train: int = 4, n_test: int = 3, seed: int = 0, gz: bool = True,
-                subdir: str = "MNIST/raw") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def write_mnist(
+    root: str | Path, n_train: int = 4, n_test: int = 3, seed: int = 0, gz: bool = True, subdir: str = "MNIST/raw"
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Write the four IDX files into ``<root>/<subdir>/`` (torchvision's layout by default).
 
     Returns {'train': (images uint8 (N, 28, 28), labels int64), 'test': (...)}.

@@ -2,10 +2,10 @@
 
 import numpy as np
 import torch
+from conftest import ROOT, TINY_DIGITS
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import ROOT, TINY_DIGITS
 from ncsn.data.digits import load_digits_arrays
 from ncsn.noise_design import gamma_for_overlap, max_pairwise_distance, num_scales_for, step_lr_for
 from ncsn.workflow.entry import EXIT_OK, run_entry
@@ -15,8 +15,17 @@ from ncsn.workflow.train import train
 def test_auto_sigmas_on_digits_are_computed_saved_and_used(tmp_path):
     run_dir = tmp_path / "run"
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*TINY_DIGITS, "sigmas=auto", "fid=none", "callbacks.best=null",
-                                          "noise_design.sample_size=null", f"paths.run_dir={run_dir}"])
+        cfg = compose(
+            "train",
+            overrides=[
+                *TINY_DIGITS,
+                "sigmas=auto",
+                "fid=none",
+                "callbacks.best=null",
+                "noise_design.sample_size=null",
+                f"paths.run_dir={run_dir}",
+            ],
+        )
     assert run_entry(train, cfg) == EXIT_OK
     saved = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     # the same numbers by hand: all training images (the fixed split), D = 64

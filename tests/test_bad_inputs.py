@@ -2,9 +2,9 @@
 and what is allowed; exit status 2; nothing is written into the run directory."""
 
 import pytest
+from conftest import ROOT, run_cli
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, run_cli
 from ncsn.workflow.entry import EXIT_BAD_INPUT, run_entry
 from ncsn.workflow.train import train
 
@@ -52,8 +52,10 @@ BAD = [
     (["data=cifar10", "data.image_size=64", "fid=none", "callbacks.best=null"], "data.image_size=64"),
     (["experiment=toy_gmm", "sigmas=auto"], "sigmas.kind=auto: "),
     (["sigmas=auto", "noise_design.overlap=1.5"], "noise_design.overlap=1.5 is invalid"),
-    (["data.batch_size=127", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn"],
-     "data.batch_size=127 is invalid: must be divisible by the number of processes (2"),
+    (
+        ["data.batch_size=127", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn"],
+        "data.batch_size=127 is invalid: must be divisible by the number of processes (2",
+    ),
 ]
 
 

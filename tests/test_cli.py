@@ -4,17 +4,22 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
 import torch
-from omegaconf import OmegaConf
-
 from conftest import TINY_DIGITS, run_cli
+from omegaconf import OmegaConf
+from PIL import Image
 
 
 def test_train_digits_writes_documented_files_then_sample_reloads(tmp_path):
     run_dir = tmp_path / "run"
-    res = run_cli("train.py", *TINY_DIGITS, "fid.classifier_epochs=2", f"paths.cache_dir={tmp_path / 'cache'}",
-                  "eval.n_samples=20", f"hydra.run.dir={run_dir}")
+    res = run_cli(
+        "train.py",
+        *TINY_DIGITS,
+        "fid.classifier_epochs=2",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "eval.n_samples=20",
+        f"hydra.run.dir={run_dir}",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     cfg = OmegaConf.load(run_dir / ".hydra" / "config.yaml")
     assert cfg.model.ngf == 8 and cfg.sigmas.num_scales == 10 and cfg.paths.run_dir == str(run_dir)
@@ -34,8 +39,15 @@ def test_train_digits_writes_documented_files_then_sample_reloads(tmp_path):
     assert any(k.startswith("ema.module.") for k in ckpt["state_dict"])
 
     out = tmp_path / "sample"
-    res = run_cli("sample.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "sampler.n_samples=5",
-                  "sampler.denoise=true", "device=cpu", "nnpack=true", f"hydra.run.dir={out}")
+    res = run_cli(
+        "sample.py",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        "sampler.n_samples=5",
+        "sampler.denoise=true",
+        "device=cpu",
+        "nnpack=true",
+        f"hydra.run.dir={out}",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     npz = np.load(out / "samples.npz")
     assert npz["samples"].shape == (5, 1, 8, 8) and npz["samples_before_denoise"].shape == (5, 1, 8, 8)
@@ -47,38 +59,62 @@ def test_train_digits_writes_documented_files_then_sample_reloads(tmp_path):
 
 def test_train_toy_writes_scatter_and_mode_weights(tmp_path):
     run_dir = tmp_path / "toy"
-    res = run_cli("train.py", "experiment=toy_gmm", "trainer.max_steps=20", "sampler.n_samples=64",
-                  "sampler.n_steps_each=3", "trainer.enable_progress_bar=false", "logger=csv",
-                  f"hydra.run.dir={run_dir}")
+    res = run_cli(
+        "train.py",
+        "experiment=toy_gmm",
+        "trainer.max_steps=20",
+        "sampler.n_samples=64",
+        "sampler.n_steps_each=3",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        f"hydra.run.dir={run_dir}",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert len(results["toy/mode_weights"]) == 2 and abs(sum(results["toy/mode_weights"]) - 1) < 1e-3
     assert (run_dir / "samples" / "final.png").is_file() and (run_dir / "samples" / "toy_figure.png").is_file()
 
     out = tmp_path / "s"
-    res = run_cli("sample.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "sampler.n_samples=7",
-                  f"hydra.run.dir={out}")
+    res = run_cli(
+        "sample.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "sampler.n_samples=7", f"hydra.run.dir={out}"
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert np.load(out / "samples.npz")["samples"].shape == (7, 2)
 
     fig = tmp_path / "fig"
-    res = run_cli("sample.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "mode=toy_figure",
-                  "sampler.n_samples=64", "sampler.n_steps_each=2", f"hydra.run.dir={fig}")
+    res = run_cli(
+        "sample.py",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        "mode=toy_figure",
+        "sampler.n_samples=64",
+        "sampler.n_steps_each=2",
+        f"hydra.run.dir={fig}",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert (fig / "toy_figure.png").is_file()
     weights = json.loads((fig / "results.json").read_text())
     for key in ("toy/figure_data", "toy/figure_langevin", "toy/figure_annealed", "toy/figure_learned"):
         assert abs(sum(weights[key]) - 1) < 1e-6, key
     # the figure's learned score is evaluated as the sampler settings say (here in bf16)
-    res = run_cli("sample.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "mode=toy_figure",
-                  "sampler.n_samples=64", "sampler.n_steps_each=2", "sampler.autocast=bf16",
-                  f"hydra.run.dir={tmp_path / 'fig_bf16'}")
+    res = run_cli(
+        "sample.py",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        "mode=toy_figure",
+        "sampler.n_samples=64",
+        "sampler.n_steps_each=2",
+        "sampler.autocast=bf16",
+        f"hydra.run.dir={tmp_path / 'fig_bf16'}",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     bf16 = json.loads((tmp_path / "fig_bf16" / "results.json").read_text())["toy/figure_score_rel_error"]
     assert bf16 != weights["toy/figure_score_rel_error"] and abs(bf16 - weights["toy/figure_score_rel_error"]) < 0.05
     # image-only modes are refused for 2-D data with a message, not a traceback
-    res = run_cli("sample.py", f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}", "mode=inpaint",
-                  f"hydra.run.dir={tmp_path / 'bad'}")
+    res = run_cli(
+        "sample.py",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        "mode=inpaint",
+        f"hydra.run.dir={tmp_path / 'bad'}",
+    )
     assert res.returncode == 2 and "error: mode='inpaint' needs image data" in res.stderr
 
 
@@ -95,24 +131,46 @@ def test_sample_refuses_missing_and_unreadable_checkpoints(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_digits_ckpt(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("digits") / "run"
-    res = run_cli("train.py", *TINY_DIGITS, "fid.classifier_epochs=2", "eval.n_samples=20",
-                  f"paths.cache_dir={run_dir.parent / 'cache'}", f"hydra.run.dir={run_dir}")
+    res = run_cli(
+        "train.py",
+        *TINY_DIGITS,
+        "fid.classifier_epochs=2",
+        "eval.n_samples=20",
+        f"paths.cache_dir={run_dir.parent / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return run_dir / "checkpoints" / "last.ckpt"
 
 
-@pytest.mark.parametrize("mode, extra, files", [
-    ("fid", ["eval.n_samples=24", "eval.batch_size=10", "eval.save_npz=true", "eval.denoise_both=true"],
-     ["fid_samples.npz"]),
-    ("inpaint", ["inpaint.n_images=3", "inpaint.n_per_image=2", "inpaint.mask=center_box"],
-     ["inpainting.png", "inpainting.npz"]),
-    ("interpolate", ["interpolate.n_rows=2", "interpolate.n_interp=5"], ["interpolation.png", "interpolation.npz"]),
-    ("progression", ["progression.n_show=3"], ["progression.png", "progression.gif"]),
-])
+@pytest.mark.parametrize(
+    "mode, extra, files",
+    [
+        (
+            "fid",
+            ["eval.n_samples=24", "eval.batch_size=10", "eval.save_npz=true", "eval.denoise_both=true"],
+            ["fid_samples.npz"],
+        ),
+        (
+            "inpaint",
+            ["inpaint.n_images=3", "inpaint.n_per_image=2", "inpaint.mask=center_box"],
+            ["inpainting.png", "inpainting.npz"],
+        ),
+        ("interpolate", ["interpolate.n_rows=2", "interpolate.n_interp=5"], ["interpolation.png", "interpolation.npz"]),
+        ("progression", ["progression.n_show=3"], ["progression.png", "progression.gif"]),
+    ],
+)
 def test_sample_modes_write_their_documented_files(mode, extra, files, tiny_digits_ckpt, tmp_path):
     out = tmp_path / mode
-    res = run_cli("sample.py", f"ckpt_path={tiny_digits_ckpt}", f"mode={mode}", *extra, "device=cpu",
-                  f"paths.cache_dir={tiny_digits_ckpt.parent.parent.parent / 'cache'}", f"hydra.run.dir={out}")
+    res = run_cli(
+        "sample.py",
+        f"ckpt_path={tiny_digits_ckpt}",
+        f"mode={mode}",
+        *extra,
+        "device=cpu",
+        f"paths.cache_dir={tiny_digits_ckpt.parent.parent.parent / 'cache'}",
+        f"hydra.run.dir={out}",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     for name in files:
         assert (out / name).is_file(), name
@@ -126,7 +184,9 @@ def test_sample_modes_write_their_documented_files(mode, extra, files, tiny_digi
         npz = np.load(out / "inpainting.npz")
         known = npz["mask"].astype(bool)
         ref = np.repeat(npz["reference"][:, None], 2, axis=1)
-        assert np.array_equal(np.broadcast_to(known, ref.shape) * npz["samples"], np.broadcast_to(known, ref.shape) * ref)
+        assert np.array_equal(
+            np.broadcast_to(known, ref.shape) * npz["samples"], np.broadcast_to(known, ref.shape) * ref
+        )
     if mode == "progression":
         # one frame per noise level, plus the denoised samples (the digits sampler denoises)
         assert Image.open(out / "progression.gif").n_frames == results["n_frames"] == 11
@@ -134,17 +194,27 @@ def test_sample_modes_write_their_documented_files(mode, extra, files, tiny_digi
         assert np.load(out / "interpolation.npz")["samples"].shape == (2, 5, 1, 8, 8)
 
 
-@pytest.mark.parametrize("mode, extra, npz", [
-    ("inpaint", ["inpaint.n_images=2", "inpaint.n_per_image=1"], "inpainting.npz"),
-    ("interpolate", ["interpolate.n_rows=1", "interpolate.n_interp=3"], "interpolation.npz"),
-])
+@pytest.mark.parametrize(
+    "mode, extra, npz",
+    [
+        ("inpaint", ["inpaint.n_images=2", "inpaint.n_per_image=1"], "inpainting.npz"),
+        ("interpolate", ["interpolate.n_rows=1", "interpolate.n_interp=3"], "interpolation.npz"),
+    ],
+)
 def test_inpaint_and_interpolate_evaluate_the_network_as_configured(mode, extra, npz, tiny_digits_ckpt, tmp_path):
     """sampler.autocast (like sampler.compile) reaches every mode's network calls, not only mode=samples."""
     samples = {}
     for autocast in ("fp32", "bf16"):
         out = tmp_path / autocast
-        res = run_cli("sample.py", f"ckpt_path={tiny_digits_ckpt}", f"mode={mode}", *extra, "device=cpu",
-                      f"sampler.autocast={autocast}", f"hydra.run.dir={out}")
+        res = run_cli(
+            "sample.py",
+            f"ckpt_path={tiny_digits_ckpt}",
+            f"mode={mode}",
+            *extra,
+            "device=cpu",
+            f"sampler.autocast={autocast}",
+            f"hydra.run.dir={out}",
+        )
         assert res.returncode == 0, res.stderr[-3000:]
         samples[autocast] = np.load(out / npz)["samples"]
     assert samples["fp32"].shape == samples["bf16"].shape
@@ -157,8 +227,16 @@ def test_inpaint_and_interpolate_evaluate_the_network_as_configured(mode, extra,
 def test_train_on_gpu_in_bf16_draws_the_final_samples_on_the_gpu(tmp_path):
     # Lightning's teardown moves the module back to the CPU; the final grid must not be drawn there
     run_dir = tmp_path / "gpu"
-    res = run_cli("train.py", *TINY_DIGITS, "fid=none", "callbacks.best=null", "trainer.accelerator=gpu",
-                  "trainer.precision=bf16-mixed", "sampler.autocast=bf16", f"hydra.run.dir={run_dir}")
+    res = run_cli(
+        "train.py",
+        *TINY_DIGITS,
+        "fid=none",
+        "callbacks.best=null",
+        "trainer.accelerator=gpu",
+        "trainer.precision=bf16-mixed",
+        "sampler.autocast=bf16",
+        f"hydra.run.dir={run_dir}",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "finished" and results["sample/final_device"].startswith("cuda")

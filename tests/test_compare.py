@@ -22,7 +22,8 @@ def _job(root, name, num_scales, seed, results=None, log=None, model="mlp", metr
     }
     (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
     (d / ".hydra" / "overrides.yaml").write_text(
-        yaml.safe_dump([f"sigmas.num_scales={num_scales}", f"seed={seed}", f"model={model}"]))
+        yaml.safe_dump([f"sigmas.num_scales={num_scales}", f"seed={seed}", f"model={model}"])
+    )
     if results is not None:
         (d / "results.json").write_text(json.dumps(results))
     if log is not None:
@@ -41,8 +42,15 @@ def sweep(tmp_path):
     _job(root, "0", 10, 0, {"val/loss": 1.5, "fid": 40.0, "fid/no_denoise": 45.0, "status": "finished"})
     _job(root, "1", 20, 0, {"val/loss": 1.2, "fid": 30.5, "fid/no_denoise": 35.0, "status": "finished"})
     _job(root, "sub/2", 10, 1, {"val/loss": 1.4, "fid": 35.25, "status": "finished"})  # nested deeper
-    _job(root, "3", 20, 1, None, log="[INFO] epoch 0\n[ERROR] CUDA out of memory\n\n",
-         metrics_rows=[[0, 49, 2.0, ""], [0, 99, "", 1.9]])
+    _job(
+        root,
+        "3",
+        20,
+        1,
+        None,
+        log="[INFO] epoch 0\n[ERROR] CUDA out of memory\n\n",
+        metrics_rows=[[0, 49, 2.0, ""], [0, 99, "", 1.9]],
+    )
     return root
 
 

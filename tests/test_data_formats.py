@@ -47,8 +47,10 @@ def as_float(uint8: np.ndarray) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- configs
 
-@pytest.mark.parametrize("name, cls", [("cifar10", Cifar10DataModule), ("celeba", CelebaDataModule),
-                                       ("mnist", MnistDataModule)])
+
+@pytest.mark.parametrize(
+    "name, cls", [("cifar10", Cifar10DataModule), ("celeba", CelebaDataModule), ("mnist", MnistDataModule)]
+)
 def test_config_lists_every_constructor_argument_with_its_default(name, cls):
     conf = yaml.safe_load((CONF / f"{name}.yaml").read_text())
     assert conf.pop("_target_") == f"{cls.__module__}.{cls.__name__}"
@@ -61,22 +63,26 @@ def test_config_lists_every_constructor_argument_with_its_default(name, cls):
             assert "#" in line, f"{name}.yaml: key without a comment: {line}"
 
 
-@pytest.mark.parametrize("make, kw, key", [
-    (cifar, dict(image_size=64), "data.image_size=64: CIFAR-10 images are 32x32"),
-    (cifar, dict(channels=1), "data.channels=1: CIFAR-10"),
-    (cifar, dict(val_split="valid"), "data.val_split='valid'"),
-    (celeba, dict(image_size=0), "data.image_size=0: CelebA"),
-    (celeba, dict(channels=1), "data.channels=1: CelebA"),
-    (celeba, dict(val_split="train"), "data.val_split='train'"),
-    (mnist, dict(image_size=-1), "data.image_size=-1: MNIST"),
-    (mnist, dict(channels=3), "data.channels=3: MNIST images have 1 channel"),
-])
+@pytest.mark.parametrize(
+    "make, kw, key",
+    [
+        (cifar, dict(image_size=64), "data.image_size=64: CIFAR-10 images are 32x32"),
+        (cifar, dict(channels=1), "data.channels=1: CIFAR-10"),
+        (cifar, dict(val_split="valid"), "data.val_split='valid'"),
+        (celeba, dict(image_size=0), "data.image_size=0: CelebA"),
+        (celeba, dict(channels=1), "data.channels=1: CelebA"),
+        (celeba, dict(val_split="train"), "data.val_split='train'"),
+        (mnist, dict(image_size=-1), "data.image_size=-1: MNIST"),
+        (mnist, dict(channels=3), "data.channels=3: MNIST images have 1 channel"),
+    ],
+)
 def test_wrong_config_is_caught_at_construction(tmp_path, make, kw, key):
     with pytest.raises(ValueError, match=key.replace("(", r"\(")):
         make(tmp_path, **kw)
 
 
 # ----------------------------------------------------------------------------- CIFAR-10
+
 
 @pytest.mark.parametrize("bytes_keys", [False, True])
 def test_cifar10_round_trip(tmp_path, bytes_keys):
@@ -118,7 +124,7 @@ def test_cifar10_dequantization_stays_in_unit_interval_within_one_level(tmp_path
     written = write_cifar10(tmp_path, per_batch=2, n_test=1)
     dm = cifar(tmp_path, random_flip=False, dequantize=True, batch_size=10)
     dm.setup("fit")
-    (x, _), = list(dm.train_dataloader())
+    ((x, _),) = list(dm.train_dataloader())
     originals = as_float(written["train"][0])
     for img in x:  # shuffled: each image is within one level of exactly one original, per pixel
         assert ((originals - img).abs().flatten(1).amax(1) < 1 / 256).sum() == 1
@@ -150,8 +156,9 @@ def test_cifar10_missing_root_and_missing_file(tmp_path):
     cifar(tmp_path).load_split("test")  # the test split alone is still readable
 
 
-@pytest.mark.parametrize("damage, in_check", [
-    ("truncate", True), ("garbage", False), ("shape", False), ("dtype", False), ("keys", False)])
+@pytest.mark.parametrize(
+    "damage, in_check", [("truncate", True), ("garbage", False), ("shape", False), ("dtype", False), ("keys", False)]
+)
 def test_cifar10_corrupt_file_is_named(tmp_path, damage, in_check):
     write_cifar10(tmp_path)
     path = tmp_path / "cifar-10-batches-py" / "data_batch_3"
@@ -217,6 +224,7 @@ def test_cifar10_download_uses_torchvision_only_when_missing(tmp_path, monkeypat
 
 
 # ----------------------------------------------------------------------------- CelebA
+
 
 def test_celeba_splits_shapes_and_labels(tmp_path):
     names = write_celeba(tmp_path, counts={"train": 3, "valid": 2, "test": 1})
@@ -315,8 +323,8 @@ def test_celeba_corrupt_jpeg_in_a_worker_keeps_the_message(tmp_path):
 
 # ----------------------------------------------------------------------------- MNIST
 
-@pytest.mark.parametrize("gz, subdir", [(True, "MNIST/raw"), (False, "MNIST/raw"), (True, "mnist"),
-                                        (False, ".")])
+
+@pytest.mark.parametrize("gz, subdir", [(True, "MNIST/raw"), (False, "MNIST/raw"), (True, "mnist"), (False, ".")])
 def test_mnist_round_trip_in_every_layout(tmp_path, gz, subdir):
     written = write_mnist(tmp_path, n_train=4, n_test=3, gz=gz, subdir=subdir)
     dm = mnist(tmp_path)
@@ -358,8 +366,10 @@ def test_mnist_missing_is_named(tmp_path):
         mnist(tmp_path).setup("fit")
 
 
-@pytest.mark.parametrize("damage, gz", [("magic", False), ("magic", True), ("truncate", False),
-                                        ("truncate", True), ("count", False), ("size", False)])
+@pytest.mark.parametrize(
+    "damage, gz",
+    [("magic", False), ("magic", True), ("truncate", False), ("truncate", True), ("count", False), ("size", False)],
+)
 def test_mnist_corrupt_file_is_named(tmp_path, damage, gz):
     write_mnist(tmp_path, gz=gz)
     raw = tmp_path / "MNIST" / "raw"
@@ -395,6 +405,7 @@ def test_mnist_gzip_stream_damage_is_named(tmp_path):
 
 
 # ----------------------------------------------------------------------------- training order
+
 
 def test_epoch_shuffle_shards_a_seeded_permutation_and_resumes_mid_epoch():
     from ncsn.data.base import EpochShuffle
@@ -436,5 +447,6 @@ def test_augmentation_of_an_image_depends_only_on_seed_epoch_and_index():
     assert not torch.equal(Augmented(base, True, True, 256, seed=2)[(5, 2)][0], a)
     x = base[2][0]
     # x * 255/256 + U/256 of the image or of its mirror: within one level above one of them
-    assert any(bool(((a - v * 255 / 256) >= 0).all() and ((a - v * 255 / 256) < 1 / 256).all())
-               for v in (x, x.flip(-1)))
+    assert any(
+        bool(((a - v * 255 / 256) >= 0).all() and ((a - v * 255 / 256) < 1 / 256).all()) for v in (x, x.flip(-1))
+    )

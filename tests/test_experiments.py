@@ -5,20 +5,28 @@ import csv
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
-
 from conftest import ROOT, TINY_DIGITS
 from fakedata import write_celeba, write_cifar10, write_mnist
-from ncsn.lit import ScoreModel
+from hydra import compose, initialize_config_dir
+
+from ncsn.training.score_model import ScoreModel
 from ncsn.workflow.build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data
 from ncsn.workflow.config import validate_train
 from ncsn.workflow.entry import EXIT_OK, run_entry
 from ncsn.workflow.train import train
 
-WRITERS = {"mnist": write_mnist, "cifar10": write_cifar10, "celeba": lambda root: write_celeba(root, counts={"train": 4, "valid": 2, "test": 2})}
-EXPERIMENTS = {"ncsn_mnist": ("mnist", (1, 28, 28), 10), "ncsn_cifar10": ("cifar10", (3, 32, 32), 10),
-               "ncsn_celeba": ("celeba", (3, 32, 32), 10), "ncsnv2_cifar10": ("cifar10", (3, 32, 32), 232),
-               "ncsnv2_celeba": ("celeba", (3, 64, 64), 500)}
+WRITERS = {
+    "mnist": write_mnist,
+    "cifar10": write_cifar10,
+    "celeba": lambda root: write_celeba(root, counts={"train": 4, "valid": 2, "test": 2}),
+}
+EXPERIMENTS = {
+    "ncsn_mnist": ("mnist", (1, 28, 28), 10),
+    "ncsn_cifar10": ("cifar10", (3, 32, 32), 10),
+    "ncsn_celeba": ("celeba", (3, 32, 32), 10),
+    "ncsnv2_cifar10": ("cifar10", (3, 32, 32), 232),
+    "ncsnv2_celeba": ("celeba", (3, 64, 64), 500),
+}
 
 
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
@@ -26,9 +34,17 @@ def test_paper_experiment_composes_and_trains_one_step(experiment, tmp_path):
     dataset, shape, num_scales = EXPERIMENTS[experiment]
     WRITERS[dataset](tmp_path / "data")
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", "model.ngf=8", "data.batch_size=2",
-                                          "data.num_workers=0", f"paths.data_dir={tmp_path / 'data'}",
-                                          f"paths.run_dir={tmp_path / 'run'}"])
+        cfg = compose(
+            "train",
+            overrides=[
+                f"experiment={experiment}",
+                "model.ngf=8",
+                "data.batch_size=2",
+                "data.num_workers=0",
+                f"paths.data_dir={tmp_path / 'data'}",
+                f"paths.run_dir={tmp_path / 'run'}",
+            ],
+        )
     validate_train(cfg)
     sigmas = build_sigmas(cfg)
     assert len(sigmas) == num_scales and cfg.sigmas.sigma_end == 0.01
@@ -54,9 +70,20 @@ def test_reduced_ncsn_on_digits_lowers_the_validation_dsm_loss(tmp_path):
     run_dir = tmp_path / "run"
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         tiny = [o for o in TINY_DIGITS if not o.startswith("model.")]
-        cfg = compose("train", overrides=[*tiny, "model=ncsn", "model.ngf=8", "fid=none", "callbacks.best=null",
-                                          "trainer.max_steps=160", "trainer.limit_train_batches=null",
-                                          "callbacks.samples.every_n_epochs=1000", f"paths.run_dir={run_dir}"])
+        cfg = compose(
+            "train",
+            overrides=[
+                *tiny,
+                "model=ncsn",
+                "model.ngf=8",
+                "fid=none",
+                "callbacks.best=null",
+                "trainer.max_steps=160",
+                "trainer.limit_train_batches=null",
+                "callbacks.samples.every_n_epochs=1000",
+                f"paths.run_dir={run_dir}",
+            ],
+        )
     assert run_entry(train, cfg) == EXIT_OK
     with open(run_dir / "metrics.csv", newline="") as f:
         val = [float(r["val/loss"]) for r in csv.DictReader(f) if r.get("val/loss")]

@@ -14,10 +14,22 @@ import torch
 from omegaconf import OmegaConf
 
 from ncsn.data.digits import load_digits_arrays
-from ncsn.metrics import (FID, FeatureStats, FIDBackend, FIDWeightsMissing, StatsFileError,
-                          build_classifier_backend, build_fid, check_inception_weights,
-                          classifier_cache_path, frechet_distance, load_or_compute_real_stats,
-                          load_stats_npz, real_stats_path, save_stats_npz)
+from ncsn.metrics import (
+    FID,
+    FeatureStats,
+    FIDBackend,
+    FIDWeightsMissing,
+    StatsFileError,
+    build_classifier_backend,
+    build_fid,
+    check_inception_weights,
+    classifier_cache_path,
+    frechet_distance,
+    load_or_compute_real_stats,
+    load_stats_npz,
+    real_stats_path,
+    save_stats_npz,
+)
 from ncsn.metrics import inception as inception_mod
 from ncsn.metrics.inception import WEIGHTS_FILE, WEIGHTS_URL, InceptionBackend, to_uint8
 
@@ -56,6 +68,7 @@ def _never():
 
 # -- Fréchet distance ---------------------------------------------------------------------------
 
+
 def test_frechet_closed_form_diagonal_and_rotated():
     rng = np.random.default_rng(0)
     d = 16
@@ -68,8 +81,7 @@ def test_frechet_closed_form_diagonal_and_rotated():
     got = frechet_distance(q @ mu1, q @ np.diag(a) @ q.T, q @ mu2, q @ np.diag(b) @ q.T)
     assert got == pytest.approx(expected, rel=1e-8)
     # torch tensors are accepted too
-    got_t = frechet_distance(torch.tensor(mu1), torch.tensor(np.diag(a)), torch.tensor(mu2),
-                             torch.tensor(np.diag(b)))
+    got_t = frechet_distance(torch.tensor(mu1), torch.tensor(np.diag(a)), torch.tensor(mu2), torch.tensor(np.diag(b)))
     assert got_t == pytest.approx(expected, rel=1e-10)
 
 
@@ -96,6 +108,7 @@ def test_frechet_rejects_bad_shapes_and_nan():
 
 
 # -- streaming statistics ---------------------------------------------------------------------
+
 
 def test_feature_stats_equal_numpy_mean_and_cov():
     rng = np.random.default_rng(2)
@@ -165,10 +178,12 @@ def test_fid_object_self_zero_shift_larger_and_ddp_sum():
 
 def _stats(backend, images):
     from ncsn.metrics.stats import compute_stats
+
     return compute_stats(backend, images.split(100))
 
 
 # -- real statistics: cache and user files ------------------------------------------------------
+
 
 def test_real_stats_cache_round_trip(tmp_path):
     rng = np.random.default_rng(5)
@@ -209,8 +224,12 @@ def test_user_stats_npz_used_and_validated(tmp_path):
     save_stats_npz(wrong_dim, np.zeros(4), np.eye(4), 10, "other")
     not_npz = tmp_path / "not.npz"
     not_npz.write_text("hello")
-    for path, msg in ((bad_keys, "missing"), (wrong_dim, "D=3"), (not_npz, "not a readable"),
-                      (tmp_path / "absent.npz", "does not exist")):
+    for path, msg in (
+        (bad_keys, "missing"),
+        (wrong_dim, "D=3"),
+        (not_npz, "not a readable"),
+        (tmp_path / "absent.npz", "does not exist"),
+    ):
         with pytest.raises(StatsFileError, match=msg) as e:
             load_stats_npz(path, 3)
         assert str(path) in str(e.value) and "fid.stats_path" in str(e.value)
@@ -224,8 +243,9 @@ EPOCHS = 8  # ~2-3 s on one core; the config uses 20
 @pytest.fixture(scope="module")
 def digits_backend(tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    return cache, build_classifier_backend(cache, "digits", 8, seed=0, epochs=EPOCHS,
-                                           load_train_arrays=load_digits_arrays)
+    return cache, build_classifier_backend(
+        cache, "digits", 8, seed=0, epochs=EPOCHS, load_train_arrays=load_digits_arrays
+    )
 
 
 def test_classifier_accurate_cached_and_deterministic(digits_backend, tmp_path):
@@ -244,8 +264,7 @@ def test_classifier_accurate_cached_and_deterministic(digits_backend, tmp_path):
     assert again.name == backend.name
     torch.testing.assert_close(again.features(x), f, rtol=0, atol=0)
     # trained afresh from the same seed: the same weights
-    fresh = build_classifier_backend(tmp_path, "digits", 8, seed=0, epochs=EPOCHS,
-                                     load_train_arrays=load_digits_arrays)
+    fresh = build_classifier_backend(tmp_path, "digits", 8, seed=0, epochs=EPOCHS, load_train_arrays=load_digits_arrays)
     assert fresh.name == backend.name and fresh.test_accuracy == backend.test_accuracy
     torch.testing.assert_close(fresh.features(x), f)
 
@@ -254,18 +273,36 @@ def test_build_fid_classifier_digits(digits_backend):
     cache, backend = digits_backend
     x, _ = load_digits_arrays()
     real = torch.from_numpy(x)
-    fid = build_fid("classifier", cache, "digits", "train", 8, lambda: iter(real.split(500)),
-                    batch_size=1000, classifier_seed=0, classifier_epochs=EPOCHS,
-                    load_train_arrays=_never)
+    fid = build_fid(
+        "classifier",
+        cache,
+        "digits",
+        "train",
+        8,
+        lambda: iter(real.split(500)),
+        batch_size=1000,
+        classifier_seed=0,
+        classifier_epochs=EPOCHS,
+        load_train_arrays=_never,
+    )
     assert fid.name == backend.name
     assert fid.score(real.split(300)) == pytest.approx(0.0, abs=1e-6)
     g = torch.Generator().manual_seed(0)
-    noisy = [fid.score([(real + s * torch.randn(real.shape, generator=g)).clamp(0, 1)])
-             for s in (0.1, 0.3)]
+    noisy = [fid.score([(real + s * torch.randn(real.shape, generator=g)).clamp(0, 1)]) for s in (0.1, 0.3)]
     assert 0.0 < noisy[0] < noisy[1]
     # statistics are cached: a second build neither trains nor reads the data
-    fid2 = build_fid("classifier", cache, "digits", "train", 8, _never, batch_size=1000,
-                     classifier_seed=0, classifier_epochs=EPOCHS, load_train_arrays=_never)
+    fid2 = build_fid(
+        "classifier",
+        cache,
+        "digits",
+        "train",
+        8,
+        _never,
+        batch_size=1000,
+        classifier_seed=0,
+        classifier_epochs=EPOCHS,
+        load_train_arrays=_never,
+    )
     np.testing.assert_array_equal(fid2.real_sigma, fid.real_sigma)
 
 
@@ -293,6 +330,7 @@ def test_fid_configs_are_build_fid_arguments():
 
 
 # -- Inception: offline weights check and preprocessing -----------------------------------------
+
 
 def test_missing_inception_weights_error_is_fast_and_actionable(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
@@ -322,6 +360,7 @@ def test_missing_inception_weights_error_is_fast_and_actionable(tmp_path, monkey
 
 def test_weights_url_is_torch_fidelitys():
     from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
     assert WEIGHTS_URL == URL_INCEPTION_V3
 
 

@@ -7,12 +7,12 @@ import os
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import ROOT, TINY_DIGITS
 from hydra import compose, initialize_config_dir
 
-from conftest import ROOT, TINY_DIGITS
 from ncsn.data.digits import DigitsDataModule
-from ncsn.workflow.entry import EXIT_OK, run_entry
 from ncsn.workflow.build import build_net, build_sampler, build_sigmas
+from ncsn.workflow.entry import EXIT_OK, run_entry
 from ncsn.workflow.evaluation import build_fid_for
 from ncsn.workflow.sample import load_run
 from ncsn.workflow.train import train
@@ -20,8 +20,16 @@ from ncsn.workflow.train import train
 
 def compose_train(overrides, run_dir, cache):
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[*TINY_DIGITS, "fid.classifier_epochs=3", f"paths.cache_dir={cache}",
-                                           *overrides, f"paths.run_dir={run_dir}"])
+        return compose(
+            "train",
+            overrides=[
+                *TINY_DIGITS,
+                "fid.classifier_epochs=3",
+                f"paths.cache_dir={cache}",
+                *overrides,
+                f"paths.run_dir={run_dir}",
+            ],
+        )
 
 
 def rows(path):
@@ -31,9 +39,19 @@ def rows(path):
 
 def test_callback_epochs_keys_images_and_no_extractor_in_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
-    cfg = compose_train(["trainer.max_steps=-1", "trainer.max_epochs=4", "trainer.limit_train_batches=2",
-                         "trainer.num_sanity_val_steps=1", "callbacks.samples.every_n_epochs=2",
-                         "eval.n_samples=16", "eval.denoise_both=true"], run_dir, tmp_path / "cache")
+    cfg = compose_train(
+        [
+            "trainer.max_steps=-1",
+            "trainer.max_epochs=4",
+            "trainer.limit_train_batches=2",
+            "trainer.num_sanity_val_steps=1",
+            "callbacks.samples.every_n_epochs=2",
+            "eval.n_samples=16",
+            "eval.denoise_both=true",
+        ],
+        run_dir,
+        tmp_path / "cache",
+    )
     assert run_entry(train, cfg) == EXIT_OK
     grids = sorted(p.name for p in (run_dir / "samples").glob("epoch*.png"))
     assert grids == ["epoch0001_step0000004.png", "epoch0003_step0000008.png"]  # not in the sanity check
@@ -51,8 +69,17 @@ def _rank(rank, world, port, cache, images, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     from omegaconf import OmegaConf
-    fid_cfg = OmegaConf.create({"backend": "classifier", "stats_path": None, "cache_dir": str(cache),
-                                "batch_size": 100, "classifier_seed": 0, "classifier_epochs": 3})
+
+    fid_cfg = OmegaConf.create(
+        {
+            "backend": "classifier",
+            "stats_path": None,
+            "cache_dir": str(cache),
+            "batch_size": 100,
+            "classifier_seed": 0,
+            "classifier_epochs": 3,
+        }
+    )
     fid = build_fid_for(fid_cfg, DigitsDataModule(num_val=64, batch_size=64))
     fid.update(images[rank::world])
     fid.all_reduce(lambda t: dist.all_reduce(t, op=dist.ReduceOp.SUM))
@@ -62,8 +89,17 @@ def _rank(rank, world, port, cache, images, out):
 
 def test_two_ranks_give_the_same_fid_as_one_process(tmp_path):
     from omegaconf import OmegaConf
-    fid_cfg = OmegaConf.create({"backend": "classifier", "stats_path": None, "cache_dir": str(tmp_path),
-                                "batch_size": 100, "classifier_seed": 0, "classifier_epochs": 3})
+
+    fid_cfg = OmegaConf.create(
+        {
+            "backend": "classifier",
+            "stats_path": None,
+            "cache_dir": str(tmp_path),
+            "batch_size": 100,
+            "classifier_seed": 0,
+            "classifier_epochs": 3,
+        }
+    )
     fid = build_fid_for(fid_cfg, DigitsDataModule(num_val=64, batch_size=64))  # builds and caches
     images = torch.rand(90, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     fid.update(images)
@@ -77,10 +113,21 @@ def test_digits_fid_decreases_as_the_model_learns(tmp_path):
     """FID (digits classifier features, 300 samples) of the trained EMA weights vs the same
     network untrained, both sampled with the run's sampler."""
     run_dir = tmp_path / "run"
-    cfg = compose_train(["model.ngf=16", "model.num_blocks=2", "trainer.max_steps=300", "trainer.limit_train_batches=null",
-                         "callbacks.samples.every_n_epochs=1000", "trainer.check_val_every_n_epoch=1000",
-                         "sampler.n_steps_each=10", "sampler.step_lr=1.6e-5", "optim.ema_decay=0.95"],
-                        run_dir, tmp_path / "cache")
+    cfg = compose_train(
+        [
+            "model.ngf=16",
+            "model.num_blocks=2",
+            "trainer.max_steps=300",
+            "trainer.limit_train_batches=null",
+            "callbacks.samples.every_n_epochs=1000",
+            "trainer.check_val_every_n_epoch=1000",
+            "sampler.n_steps_each=10",
+            "sampler.step_lr=1.6e-5",
+            "optim.ema_decay=0.95",
+        ],
+        run_dir,
+        tmp_path / "cache",
+    )
     assert run_entry(train, cfg) == EXIT_OK
     train_cfg, trained, dm = load_run(str(run_dir / "checkpoints" / "last.ckpt"))
     untrained = build_net(train_cfg.model, build_sigmas(train_cfg)).eval()

@@ -66,8 +66,16 @@ def test_mixture_conditional(renoise):
     x_init = torch.rand(n, 2, generator=gen) * 16 - 8
     reference = torch.tensor([[y1, 0.0]])
     out = annealed_langevin_inpaint(
-        mix.score_fn(sigmas), x_init, reference, torch.tensor([1.0, 0.0]), sigmas, 2e-3, 40,
-        renoise=renoise, generator=gen, progress=False,
+        mix.score_fn(sigmas),
+        x_init,
+        reference,
+        torch.tensor([1.0, 0.0]),
+        sigmas,
+        2e-3,
+        40,
+        renoise=renoise,
+        generator=gen,
+        progress=False,
     )
     x2 = out.samples[:, 1].double()
     assert torch.equal(out.samples[:, 0], torch.full((n,), y1))
@@ -93,8 +101,18 @@ def test_known_pixels_follow_reference_plus_level_noise(renoise):
     x_init = torch.rand(n, 1, 4, 4, generator=gen)
     x_copy = x_init.clone()
     out = annealed_langevin_inpaint(
-        score, x_init, reference, mask, sigmas, 0.01, n_steps_each, renoise=renoise, denoise=True,
-        generator=gen, keep_frames=True, progress=False,
+        score,
+        x_init,
+        reference,
+        mask,
+        sigmas,
+        0.01,
+        n_steps_each,
+        renoise=renoise,
+        denoise=True,
+        generator=gen,
+        keep_frames=True,
+        progress=False,
     )
     known = mask.expand(n, 1, 4, 4) > 0.5
     assert len(seen) == len(sigmas) * n_steps_each + 1  # + the denoising step

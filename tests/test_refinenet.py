@@ -68,8 +68,9 @@ def test_output_shape(cls, shape):
 
 def _stage_sizes(net: nn.Module, x: torch.Tensor, level_index: torch.Tensor) -> list:
     sizes = []
-    hooks = [stage[-1].register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:])))
-             for stage in net.body.stages]
+    hooks = [
+        stage[-1].register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:]))) for stage in net.body.stages
+    ]
     net(x, level_index)
     for h in hooks:
         h.remove()
@@ -85,8 +86,7 @@ def test_resolution_stages():
     v2 = _stage_sizes(NCSNv2(_sigmas(2), 3, ngf), x, y)
     assert v2 == v1
     deeper = _stage_sizes(NCSNv2Deeper(_sigmas(2), 3, ngf), torch.rand(1, 3, 64, 64), y)
-    assert deeper == [(ngf, 64, 64), (2 * ngf, 32, 32), (2 * ngf, 16, 16),
-                      (4 * ngf, 16, 16), (4 * ngf, 16, 16)]
+    assert deeper == [(ngf, 64, 64), (2 * ngf, 32, 32), (2 * ngf, 16, 16), (4 * ngf, 16, 16), (4 * ngf, 16, 16)]
 
 
 def test_mean_pool_is_mean_of_four_strided_subgrids():

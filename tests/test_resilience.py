@@ -10,19 +10,28 @@ import time
 
 import pytest
 import torch
+from conftest import ROOT, run_cli
 from hydra import compose, initialize_config_dir
 
-import ncsn.lit
-from conftest import ROOT, run_cli
-from ncsn.checkpoint_io import AtomicCheckpointIO
+import ncsn.training.score_model
+from ncsn.training.checkpoint_io import AtomicCheckpointIO
 from ncsn.workflow.entry import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK, run_entry
 from ncsn.workflow.train import train
 
 # toy runs with 4 batches per epoch, no sampling during training
-TOY = ["experiment=toy_gmm", "data.n_train=2048", "data.n_val=256", "trainer.check_val_every_n_epoch=2",
-       "callbacks.samples.every_n_epochs=1000", "sampler.n_samples=16", "sampler.n_steps_each=1",
-       "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false", "logger=csv",
-       "trainer.log_every_n_steps=1"]
+TOY = [
+    "experiment=toy_gmm",
+    "data.n_train=2048",
+    "data.n_val=256",
+    "trainer.check_val_every_n_epoch=2",
+    "callbacks.samples.every_n_epochs=1000",
+    "sampler.n_samples=16",
+    "sampler.n_steps_each=1",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "logger=csv",
+    "trainer.log_every_n_steps=1",
+]
 
 
 def compose_train(overrides, run_dir):
@@ -57,8 +66,9 @@ def test_resume_equivalence_straight_vs_half_plus_resume(tmp_path, limit):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6, rtol=1e-5), k
-    steps = [int(line.split(",")[1]) for line in (halves / "metrics.csv").read_text().splitlines()[1:]
-             if line.split(",")[1]]
+    steps = [
+        int(line.split(",")[1]) for line in (halves / "metrics.csv").read_text().splitlines()[1:] if line.split(",")[1]
+    ]
     assert max(steps) == 15 and min(steps) == 0  # the first half's rows were kept, not deleted
 
 
@@ -75,11 +85,21 @@ def test_mid_epoch_resume_with_workers_and_augmentation_equals_straight(tmp_path
     def cfg(steps, run_dir):
         tiny = [o for o in TINY_DIGITS if not o.startswith(("trainer.max_steps", "trainer.limit_train_batches"))]
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return compose("train", overrides=[*tiny, f"trainer.max_steps={steps}", "fid=none", "callbacks.best=null",
-                                               "callbacks.samples.every_n_epochs=1000", "trainer.check_val_every_n_epoch=1000",
-                                               "data.num_workers=2", "data.random_flip=true",
-                                               f"callbacks.checkpoint.every_n_train_steps={every}",
-                                               f"paths.run_dir={run_dir}"])
+            return compose(
+                "train",
+                overrides=[
+                    *tiny,
+                    f"trainer.max_steps={steps}",
+                    "fid=none",
+                    "callbacks.best=null",
+                    "callbacks.samples.every_n_epochs=1000",
+                    "trainer.check_val_every_n_epoch=1000",
+                    "data.num_workers=2",
+                    "data.random_flip=true",
+                    f"callbacks.checkpoint.every_n_train_steps={every}",
+                    f"paths.run_dir={run_dir}",
+                ],
+            )
 
     straight, halves = tmp_path / "straight", tmp_path / "halves"
     assert run_entry(train, cfg(10, straight)) == EXIT_OK
@@ -99,26 +119,43 @@ def test_ddp_failure_on_one_rank_stops_every_rank_and_shows_that_ranks_error(tmp
     (tmp_path / "conf").symlink_to(ROOT / "conf")  # Hydra looks for conf/ beside the main script
     train_py = str(ROOT / "train.py")
     driver = tmp_path / "driver.py"  # Lightning starts rank 1 by re-running this script: it is patched too
-    driver.write_text(textwrap.dedent(f"""
+    driver.write_text(
+        textwrap.dedent(f"""
         import os
         import torch
-        import ncsn.lit
-        real, calls = ncsn.lit.dsm_loss, []
+        import ncsn.training.score_model
+        real, calls = ncsn.training.score_model.dsm_loss, []
         def fail_on_rank_1(*args, **kwargs):
             if os.environ.get("LOCAL_RANK") == "1" and torch.is_grad_enabled():
                 calls.append(1)
                 if len(calls) == 3:
                     raise RuntimeError("rank 1 broke on purpose")
             return real(*args, **kwargs)
-        ncsn.lit.dsm_loss = fail_on_rank_1
+        ncsn.training.score_model.dsm_loss = fail_on_rank_1
         exec(compile(open({train_py!r}).read(), {train_py!r}, "exec"), {{"__name__": "__main__"}})
-    """))
+    """)
+    )
     run_dir = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1")
-    res = subprocess.run([sys.executable, str(driver), "experiment=toy_gmm", "trainer.max_steps=20",
-                          "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "logger=csv",
-                          "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}"],
-                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(driver),
+            "experiment=toy_gmm",
+            "trainer.max_steps=20",
+            "trainer.devices=2",
+            "trainer.strategy=ddp",
+            "trainer.accelerator=cpu",
+            "logger=csv",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode != 0
     assert "RuntimeError: rank 1 broke on purpose" in res.stderr
     results = json.loads((run_dir / "results.json").read_text())  # rank 0 records that the run failed
@@ -133,13 +170,15 @@ def test_run_dir_with_a_different_config_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "already holds a different config" in err and "optim.lr: 0.001 -> 0.01" in err
     assert (run_dir / ".hydra" / "config.yaml").read_text() == before
-    assert run_entry(train, compose_train(["trainer.max_steps=8", "optim.lr=0.01", "allow_config_change=true"],
-                                          run_dir)) == EXIT_OK
+    assert (
+        run_entry(train, compose_train(["trainer.max_steps=8", "optim.lr=0.01", "allow_config_change=true"], run_dir))
+        == EXIT_OK
+    )
     assert list((run_dir / ".hydra").glob("config.before-*.yaml"))  # the old record is kept
 
 
 def test_nonfinite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, capsys, monkeypatch):
-    real = ncsn.lit.dsm_loss
+    real = ncsn.training.score_model.dsm_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):  # injects NaN into the 11th training batch's loss
@@ -152,14 +191,16 @@ def test_nonfinite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, c
                 return out._replace(loss=per.mean(), per_example=per)
         return out
 
-    monkeypatch.setattr(ncsn.lit, "dsm_loss", poisoned)
+    monkeypatch.setattr(ncsn.training.score_model, "dsm_loss", poisoned)
     run_dir = tmp_path / "run"
     cfg = compose_train(["trainer.max_steps=40", "callbacks.checkpoint.every_n_train_steps=4"], run_dir)
     assert run_entry(train, cfg) == EXIT_DIVERGED
     err = capsys.readouterr().err
     assert "non-finite DSM loss at global step 10" in err and "offending noise level indices [" in err
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["global_step"] == 8 and all(torch.isfinite(v).all() for v in net_weights(run_dir / "checkpoints" / "last.ckpt").values())
+    assert ckpt["global_step"] == 8 and all(
+        torch.isfinite(v).all() for v in net_weights(run_dir / "checkpoints" / "last.ckpt").values()
+    )
     assert json.loads((run_dir / "results.json").read_text())["status"] == "failed"
 
     calls["n"] = 0
@@ -189,8 +230,9 @@ def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path, monkeypatch):
 def test_checkpoint_from_another_architecture_lists_mismatched_keys(tmp_path, capsys):
     src = tmp_path / "src"
     assert run_entry(train, compose_train(["trainer.max_steps=2"], src)) == EXIT_OK
-    cfg = compose_train(["trainer.max_steps=2", "model.hidden=64", f"ckpt_path={src / 'checkpoints' / 'last.ckpt'}"],
-                        tmp_path / "dst")
+    cfg = compose_train(
+        ["trainer.max_steps=2", "model.hidden=64", f"ckpt_path={src / 'checkpoints' / 'last.ckpt'}"], tmp_path / "dst"
+    )
     assert run_entry(train, cfg) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "different architecture" in err and "shape mismatch: linears.0.weight (128, 2) vs (64, 2)" in err
@@ -202,8 +244,8 @@ def test_atomic_checkpoint_write_survives_sigkill_mid_write(tmp_path):
     AtomicCheckpointIO().save_checkpoint({"step": 1, "w": torch.ones(3)}, target)
     script = f"""
 import time, torch, sys
-sys.path.insert(0, {str(ROOT / 'src')!r})
-from ncsn.checkpoint_io import AtomicCheckpointIO
+sys.path.insert(0, {str(ROOT / "src")!r})
+from ncsn.training.checkpoint_io import AtomicCheckpointIO
 class Slow:
     def __reduce__(self):
         print("writing", flush=True); time.sleep(60); return (int, (0,))
@@ -218,8 +260,15 @@ AtomicCheckpointIO().save_checkpoint({{"step": 2, "w": torch.zeros(1000, 1000), 
 
 def test_sigterm_saves_checkpoint_and_exits_zero_then_resumes(tmp_path):
     run_dir = tmp_path / "run"
-    args = [sys.executable, str(ROOT / "train.py"), *TOY, "trainer.max_steps=100000", "data.n_train=4096",
-            "callbacks.checkpoint.every_n_train_steps=100000", f"hydra.run.dir={run_dir}"]
+    args = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *TOY,
+        "trainer.max_steps=100000",
+        "data.n_train=4096",
+        "callbacks.checkpoint.every_n_train_steps=100000",
+        f"hydra.run.dir={run_dir}",
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     metrics = run_dir / "metrics.csv"
@@ -238,8 +287,14 @@ def test_sigterm_saves_checkpoint_and_exits_zero_then_resumes(tmp_path):
     assert step >= 19
     assert json.loads((run_dir / "results.json").read_text())["status"] == "preempted"
     # the same command, with an end in sight, resumes from that step
-    res = run_cli("train.py", *TOY, f"trainer.max_steps={step + 8}", "data.n_train=4096",
-                  "callbacks.checkpoint.every_n_train_steps=100000", f"hydra.run.dir={run_dir}")
+    res = run_cli(
+        "train.py",
+        *TOY,
+        f"trainer.max_steps={step + 8}",
+        "data.n_train=4096",
+        "callbacks.checkpoint.every_n_train_steps=100000",
+        f"hydra.run.dir={run_dir}",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert json.loads((run_dir / "results.json").read_text())["global_step"] == step + 8
 
@@ -251,13 +306,20 @@ def test_sigkill_at_several_points_then_resume_reaches_the_end(tmp_path):
     last = run_dir / "checkpoints" / "last.ckpt"
     seen = []
     for wait_rows in (12, 40):
-        proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *common], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "train.py"), *common],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         metrics = run_dir / "metrics.csv"
         start_rows = len(metrics.read_text().splitlines()) if metrics.exists() else 0
         deadline = time.time() + 300
-        while time.time() < deadline and proc.poll() is None and (
-                not metrics.exists() or len(metrics.read_text().splitlines()) < start_rows + wait_rows):
+        while (
+            time.time() < deadline
+            and proc.poll() is None
+            and (not metrics.exists() or len(metrics.read_text().splitlines()) < start_rows + wait_rows)
+        ):
             time.sleep(0.2)
         proc.kill()
         proc.wait()
@@ -276,8 +338,9 @@ def test_speed_keys_train_and_keep_checkpoint_keys(tmp_path):
     """speed.channels_last, optim.fused and sampler.autocast run end to end; the checkpoint keys
     are the plain network's (no compiled-wrapper or layout artefacts)."""
     run_dir = tmp_path / "run"
-    cfg = compose_train(["trainer.max_steps=4", "speed.channels_last=true", "optim.fused=true",
-                         "sampler.autocast=bf16"], run_dir)
+    cfg = compose_train(
+        ["trainer.max_steps=4", "speed.channels_last=true", "optim.fused=true", "sampler.autocast=bf16"], run_dir
+    )
     assert run_entry(train, cfg) == EXIT_OK
     keys = set(torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
     plain = tmp_path / "plain"

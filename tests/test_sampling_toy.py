@@ -44,8 +44,17 @@ def test_annealed_sampler_step_convention_and_denoise():
         return c.expand_as(x)
 
     x0 = torch.zeros(3, 2, dtype=torch.float64)
-    res = annealed_langevin(score, x0, sigmas, 0.01, 1, denoise=True, generator=torch.Generator().manual_seed(5),
-                            keep_frames=True, progress=False)
+    res = annealed_langevin(
+        score,
+        x0,
+        sigmas,
+        0.01,
+        1,
+        denoise=True,
+        generator=torch.Generator().manual_seed(5),
+        keep_frames=True,
+        progress=False,
+    )
     g = torch.Generator().manual_seed(5)
     z1, z2 = torch.randn(3, 2, generator=g, dtype=torch.float64), torch.randn(3, 2, generator=g, dtype=torch.float64)
     a1, a2 = 0.01 * 4.0, 0.01 * 1.0
@@ -73,12 +82,19 @@ def test_sampler_is_reproducible_per_seed_and_batches_agree():
     assert calls == [2] * 15  # sigma_L only, n_steps_each * L steps
 
 
-@pytest.mark.parametrize("kwargs, key", [({"step_lr": 0.0}, "sampler.step_lr"), ({"n_steps_each": 0}, "sampler.n_steps_each"),
-                                         ({"kind": "ode"}, "sampler.kind"), ({"n_samples": 0}, "sampler.n_samples"),
-                                         ({"init_low": 1.0, "init_high": 0.0}, "sampler.init_high"),
-                                         ({"denoise": "yes"}, "sampler.denoise"),
-                                         ({"compile": "yes"}, "sampler.compile"),
-                                         ({"autocast": "int8"}, "sampler.autocast")])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"step_lr": 0.0}, "sampler.step_lr"),
+        ({"n_steps_each": 0}, "sampler.n_steps_each"),
+        ({"kind": "ode"}, "sampler.kind"),
+        ({"n_samples": 0}, "sampler.n_samples"),
+        ({"init_low": 1.0, "init_high": 0.0}, "sampler.init_high"),
+        ({"denoise": "yes"}, "sampler.denoise"),
+        ({"compile": "yes"}, "sampler.compile"),
+        ({"autocast": "int8"}, "sampler.autocast"),
+    ],
+)
 def test_sampler_rejects_bad_settings(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         Sampler(**kwargs)

@@ -22,8 +22,10 @@ def test_linear_sigmas_and_single_level():
     assert make_sigmas("geometric", 5.0, 0.1, 1).tolist() == [0.1]
 
 
-@pytest.mark.parametrize("args", [("geometric", 0.01, 1.0, 10), ("geometric", 1.0, 0.0, 10),
-                                  ("geometric", 1.0, 0.01, 0), ("cosine", 1.0, 0.01, 10)])
+@pytest.mark.parametrize(
+    "args",
+    [("geometric", 0.01, 1.0, 10), ("geometric", 1.0, 0.0, 10), ("geometric", 1.0, 0.01, 0), ("cosine", 1.0, 0.01, 10)],
+)
 def test_bad_sigmas_raise(args):
     with pytest.raises(ValueError):
         make_sigmas(*args)
@@ -31,9 +33,11 @@ def test_bad_sigmas_raise(args):
 
 def gaussian_exact_score(mu, s2, sigmas):
     """Score of N(mu, s2 I) perturbed by N(0, sigma_i^2 I): -(x - mu) / (s2 + sigma_i^2)."""
+
     def score(x, level_index):
         var = s2 + sigmas[level_index].to(x.dtype).view(-1, *([1] * (x.dim() - 1))) ** 2
         return -(x - mu) / var
+
     return score
 
 
@@ -57,13 +61,20 @@ def test_dsm_loss_matches_closed_form_for_gaussian_data():
     # 1/2 (c-1)^2 sigma^2 E|s|^2 = 1/2 (c-1)^2 D sigma^2 / (s^2 + sigma^2) per level.
     c = 1.5
     exact = gaussian_exact_score(mu, s2, sigmas)
-    worse = dsm_loss(lambda x, i: c * exact(x, i), x, sigmas, 2.0, generator=torch.Generator().manual_seed(1),
-                     level_index=levels)
+    worse = dsm_loss(
+        lambda x, i: c * exact(x, i), x, sigmas, 2.0, generator=torch.Generator().manual_seed(1), level_index=levels
+    )
     excess = (0.5 * (c - 1) ** 2 * D * sigmas**2 / (s2 + sigmas**2)).mean()
     assert worse.loss.item() == pytest.approx((expected_per_level.mean() + excess).item(), rel=0.02)
     # ignoring the noise level (always the smallest sigma's score) is worse too
-    blind = dsm_loss(gaussian_exact_score(mu, s2, sigmas * 0 + sigmas[-1]), x, sigmas, 2.0,
-                     generator=torch.Generator().manual_seed(1), level_index=levels)
+    blind = dsm_loss(
+        gaussian_exact_score(mu, s2, sigmas * 0 + sigmas[-1]),
+        x,
+        sigmas,
+        2.0,
+        generator=torch.Generator().manual_seed(1),
+        level_index=levels,
+    )
     assert blind.loss > 1.5 * out.loss
 
 
@@ -80,15 +91,22 @@ def test_dsm_target_is_minus_z_over_sigma():
     out = dsm_loss(oracle, x, sigmas, generator=torch.Generator().manual_seed(3), level_index=levels)
     assert out.loss.item() == pytest.approx(0.0, abs=1e-20)
     # and the per-example weighting is sigma^anneal_power: a zero score gives 1/2 |z|^2 sigma^(p-2)
-    zero = dsm_loss(lambda p, i: torch.zeros_like(p), x, sigmas, anneal_power=3.0,
-                    generator=torch.Generator().manual_seed(3), level_index=levels)
+    zero = dsm_loss(
+        lambda p, i: torch.zeros_like(p),
+        x,
+        sigmas,
+        anneal_power=3.0,
+        generator=torch.Generator().manual_seed(3),
+        level_index=levels,
+    )
     expected = 0.5 * (z**2).flatten(1).sum(1) * sigmas[levels]
     assert torch.allclose(zero.per_example, expected)
 
 
 def test_levels_drawn_uniformly():
     sigmas = make_sigmas("geometric", 1.0, 0.01, 4)
-    out = dsm_loss(lambda x, i: torch.zeros_like(x), torch.zeros(40_000, 2), sigmas,
-                   generator=torch.Generator().manual_seed(0))
+    out = dsm_loss(
+        lambda x, i: torch.zeros_like(x), torch.zeros(40_000, 2), sigmas, generator=torch.Generator().manual_seed(0)
+    )
     counts = torch.bincount(out.level_index, minlength=4).double() / 40_000
     assert torch.allclose(counts, torch.full((4,), 0.25, dtype=torch.float64), atol=0.01)

@@ -18,11 +18,11 @@ from ncsn.sampling import Sampler
 from ncsn.sigmas import make_sigmas
 
 # Stated tolerances (relative, ||a - b|| / ||b||).
-BF16_LOSS_RTOL = 5e-2      # DSM loss value under bf16 autocast vs fp32
-BF16_GRAD_COS = 0.99       # cosine similarity of the flattened gradients, bf16 autocast vs fp32
-BF16_SAMPLE_RTOL = 2e-2    # samples after a short annealed Langevin run (measured 2e-3 to 7e-3)
-LAYOUT_RTOL = 1e-5         # channels_last vs contiguous output
-NNPACK_RTOL = 1e-4         # NNPACK (Winograd) vs oneDNN output
+BF16_LOSS_RTOL = 5e-2  # DSM loss value under bf16 autocast vs fp32
+BF16_GRAD_COS = 0.99  # cosine similarity of the flattened gradients, bf16 autocast vs fp32
+BF16_SAMPLE_RTOL = 2e-2  # samples after a short annealed Langevin run (measured 2e-3 to 7e-3)
+LAYOUT_RTOL = 1e-5  # channels_last vs contiguous output
+NNPACK_RTOL = 1e-4  # NNPACK (Winograd) vs oneDNN output
 
 
 def _net(cls=CondRefineNetDilated, num_scales=4, ngf=8, seed=0):
@@ -83,8 +83,9 @@ def test_score_autocast_none_is_identity_and_exact():
     assert speed.score_autocast(net, "fp32") is net
     sampler = Sampler(n_steps_each=2, n_samples=3, batch_size=3, step_lr=2e-5)
     a = sampler(net, net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0), progress=False)
-    b = sampler(speed.score_autocast(net, None), net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0),
-                progress=False)
+    b = sampler(
+        speed.score_autocast(net, None), net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0), progress=False
+    )
     assert torch.equal(a.samples, b.samples)
 
 

@@ -3,13 +3,19 @@
 import json
 from pathlib import Path
 
+from conftest import run_cli
 from omegaconf import OmegaConf
 
-from conftest import run_cli
 from ncsn.compare import compare
 
-TOY_FAST = ["experiment=toy_gmm", "trainer.enable_progress_bar=false", "trainer.enable_model_summary=false",
-            "sampler.n_samples=256", "trainer.check_val_every_n_epoch=5", "callbacks.samples.every_n_epochs=100"]
+TOY_FAST = [
+    "experiment=toy_gmm",
+    "trainer.enable_progress_bar=false",
+    "trainer.enable_model_summary=false",
+    "sampler.n_samples=256",
+    "trainer.check_val_every_n_epoch=5",
+    "callbacks.samples.every_n_epochs=100",
+]
 
 
 def job_dirs(sweep: Path) -> list[Path]:
@@ -19,8 +25,15 @@ def job_dirs(sweep: Path) -> list[Path]:
 def test_toy_sweep_annealing_beats_single_level_in_compare(tmp_path):
     """4 jobs: num_scales 1 vs 10 x two step sizes. The annealed runs recover the mixture weights."""
     sweep = tmp_path / "toy-ablation-42"
-    res = run_cli("train.py", "-m", *TOY_FAST, "sweep=toy_annealing", "trainer.max_steps=1500",
-                  f"hydra.sweep.dir={sweep}", timeout=900)
+    res = run_cli(
+        "train.py",
+        "-m",
+        *TOY_FAST,
+        "sweep=toy_annealing",
+        "trainer.max_steps=1500",
+        f"hydra.sweep.dir={sweep}",
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     jobs = job_dirs(sweep)
     assert len(jobs) == 4
@@ -43,9 +56,20 @@ def test_multirun_with_ddp_runs_each_job_once_on_every_rank(tmp_path):
     """python train.py -m ... trainer.devices=2 trainer.strategy=ddp (gloo, CPU): each job's ranks
     record the same resolved config and there is one sweep directory (Lightning issue 11300)."""
     sweep = tmp_path / "sweep"
-    res = run_cli("train.py", "-m", *TOY_FAST, "trainer.max_steps=4", "sampler.n_steps_each=2",
-                  "sigmas.num_scales=2,3", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
-                  "logger=csv", f"hydra.sweep.dir={sweep}", timeout=900)
+    res = run_cli(
+        "train.py",
+        "-m",
+        *TOY_FAST,
+        "trainer.max_steps=4",
+        "sampler.n_steps_each=2",
+        "sigmas.num_scales=2,3",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["sweep"]
     jobs = job_dirs(sweep)
@@ -62,10 +86,18 @@ SECRET = "k3y-0f-a-ser1ous-s3cret-0123456789abcdef"
 
 def test_wandb_offline_run_records_metrics_and_images(tmp_path):
     run_dir = tmp_path / "run"
-    res = run_cli("train.py", "experiment=toy_gmm", "trainer.max_steps=40", "trainer.check_val_every_n_epoch=1",
-                  "callbacks.samples.every_n_epochs=1", "sampler.n_samples=32", "sampler.n_steps_each=2",
-                  "trainer.enable_progress_bar=false", f"hydra.run.dir={run_dir}",
-                  env_extra={"WANDB_MODE": "offline", "WANDB_API_KEY": ""})
+    res = run_cli(
+        "train.py",
+        "experiment=toy_gmm",
+        "trainer.max_steps=40",
+        "trainer.check_val_every_n_epoch=1",
+        "callbacks.samples.every_n_epochs=1",
+        "sampler.n_samples=32",
+        "sampler.n_steps_each=2",
+        "trainer.enable_progress_bar=false",
+        f"hydra.run.dir={run_dir}",
+        env_extra={"WANDB_MODE": "offline", "WANDB_API_KEY": ""},
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     runs = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -80,13 +112,15 @@ def test_wandb_offline_run_records_metrics_and_images(tmp_path):
 
 
 def test_slurm_launcher_config_starts_one_task_per_device():
+    from conftest import ROOT
     from hydra import compose, initialize_config_dir
 
-    from conftest import ROOT
-
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["hydra/launcher=slurm", "trainer.devices=4", "trainer.num_nodes=2",
-                                          "trainer.strategy=ddp"], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=["hydra/launcher=slurm", "trainer.devices=4", "trainer.num_nodes=2", "trainer.strategy=ddp"],
+            return_hydra_config=True,
+        )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4 and launcher.nodes == 2

@@ -200,8 +200,15 @@ def compare(sweep_dir, metric: str | None = None, ignore=IGNORE, descending: boo
     jobs = find_jobs(sweep_dir)
     metric = metric or default_metric(jobs)
     vary = varying_keys(jobs, ignore)
-    others = sorted({k for j in jobs if j.results for k, v in j.results.items()
-                     if k not in (metric, "status") and not math.isnan(_num(v))})
+    others = sorted(
+        {
+            k
+            for j in jobs
+            if j.results
+            for k, v in j.results.items()
+            if k not in (metric, "status") and not math.isnan(_num(v))
+        }
+    )
     columns = ["job", *vary, metric, *others, "status"]
 
     def order(j):
@@ -209,8 +216,9 @@ def compare(sweep_dir, metric: str | None = None, ignore=IGNORE, descending: boo
         return (not j.finished, math.isnan(m), -m if descending else m, _natural(j.name))
 
     jobs = sorted(jobs, key=order)
-    rows = [{"job": j.name, **{k: j.config.get(k) for k in vary}, **(j.results or {}), "status": j.status}
-            for j in jobs]
+    rows = [
+        {"job": j.name, **{k: j.config.get(k) for k in vary}, **(j.results or {}), "status": j.status} for j in jobs
+    ]
     rows = [{c: r.get(c) for c in columns} for r in rows]
     return Comparison(metric, vary, columns, rows, jobs)
 
@@ -227,8 +235,12 @@ def _fmt(v) -> str:
 
 
 def to_markdown(c: Comparison) -> str:
-    lines = [f"Sorted by `{c.metric}` ({len(c.jobs)} jobs, {len(c.unfinished)} unfinished).", "",
-             "| " + " | ".join(c.columns) + " |", "|" + "---|" * len(c.columns)]
+    lines = [
+        f"Sorted by `{c.metric}` ({len(c.jobs)} jobs, {len(c.unfinished)} unfinished).",
+        "",
+        "| " + " | ".join(c.columns) + " |",
+        "|" + "---|" * len(c.columns),
+    ]
     lines += ["| " + " | ".join(_fmt(r[k]) for k in c.columns) + " |" for r in c.rows]
     if c.unfinished:
         lines += ["", "## Unfinished or failed jobs", ""]
@@ -240,8 +252,12 @@ def write_csv(c: Comparison, path: Path) -> None:
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(c.columns)
-        w.writerows([[_key(r[k]) if isinstance(r[k], (list, dict)) else ("" if r[k] is None else r[k])
-                      for k in c.columns] for r in c.rows])
+        w.writerows(
+            [
+                [_key(r[k]) if isinstance(r[k], (list, dict)) else ("" if r[k] is None else r[k]) for k in c.columns]
+                for r in c.rows
+            ]
+        )
 
 
 def plot(c: Comparison, path: Path) -> bool:
@@ -265,7 +281,7 @@ def plot(c: Comparison, path: Path) -> bool:
         xs = [x_of(j) for j, _ in pts]
         numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
         cats = sorted({_fmt(x) for x in xs}, key=_natural)
-        pos = (lambda x: float(x)) if numeric else (lambda x: cats.index(_fmt(x)))
+        pos = (lambda x: float(x)) if numeric else (lambda x, cats=cats: cats.index(_fmt(x)))
         rest = [k for k in c.varying if k != key]
         groups = {}
         for (j, m), x in zip(pts, xs):
@@ -283,7 +299,7 @@ def plot(c: Comparison, path: Path) -> bool:
         ax.grid(alpha=0.3)
         if any(groups) and len(groups) <= 12:
             ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.set_visible(False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -295,7 +311,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m ncsn.compare", description=__doc__.split("\n")[0])
     p.add_argument("sweep_dir", type=Path, help="a Hydra multirun directory (or any folder of run directories)")
     p.add_argument("--out", type=Path, default=None, help="where to write compare.{md,csv,png} (default: SWEEP_DIR)")
-    p.add_argument("--metric", default=None, help="results.json key to sort by (default: fid if present, else val/loss)")
+    p.add_argument(
+        "--metric", default=None, help="results.json key to sort by (default: fid if present, else val/loss)"
+    )
     p.add_argument("--descending", action="store_true", help="sort largest first (for higher-is-better metrics)")
     a = p.parse_args(argv)
     if not a.sweep_dir.is_dir():
@@ -311,8 +329,10 @@ def main(argv=None) -> int:
     write_csv(c, out / "compare.csv")
     plotted = plot(c, out / "compare.png")
     print(md, end="")
-    print(f"\nwrote {out / 'compare.md'}, {out / 'compare.csv'}"
-          + (f", {out / 'compare.png'}" if plotted else f" (no plot: no finished job has {c.metric!r})"))
+    print(
+        f"\nwrote {out / 'compare.md'}, {out / 'compare.csv'}"
+        + (f", {out / 'compare.png'}" if plotted else f" (no plot: no finished job has {c.metric!r})")
+    )
     return 0
 
 

@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
 
-from ncsn.sampling import annealed_langevin, langevin  # noqa: E402
+from .sampling import annealed_langevin, langevin  # noqa: E402
 
 
 def _parent(path) -> Path:
@@ -202,3 +202,18 @@ def toy_figure(
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return {**{k: [float(v) for v in w] for k, w in weights.items()}, **out}
+
+
+def save_samples_figure(samples: torch.Tensor, path: Path, datamodule=None) -> None:
+    """A PNG grid of images in [0, 1], or a scatter plot of 2-D samples over the data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    samples = samples.detach().float().cpu()
+    if samples.dim() == 2:
+        data = datamodule.val_set.tensors[0] if datamodule is not None and datamodule.val_set is not None else None
+        scatter_samples(samples, data, path)
+    else:
+        images = samples.clamp(0, 1)
+        if images.shape[-1] < 32:  # small images (8x8 digits) are enlarged so a person can read them
+            factor = -(-32 // images.shape[-1])
+            images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
+        save_grid(images, path, nrow=int(max(1, round(len(samples) ** 0.5))))

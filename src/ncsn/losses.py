@@ -13,7 +13,8 @@ and the returned loss is the batch mean of l_n.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 

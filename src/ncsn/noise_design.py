@@ -81,9 +81,9 @@ def max_pairwise_distance(data, sample_size: int | None = None, seed: int = 0, c
     n = x.shape[0]
     best, best_pair = -1.0, (0, 0)
     for i0 in range(0, n, chunk_size):
-        a = x[i0:i0 + chunk_size]
+        a = x[i0 : i0 + chunk_size]
         for j0 in range(i0, n, chunk_size):
-            d = torch.cdist(a, x[j0:j0 + chunk_size])
+            d = torch.cdist(a, x[j0 : j0 + chunk_size])
             k = int(torch.argmax(d))
             v = float(d.reshape(-1)[k])
             if v > best:
@@ -118,8 +118,10 @@ def gamma_for_overlap(c: float, dim: int) -> float:
     if not 0.0 < c < OVERLAP_AT_GAMMA_1:
         raise ValueError(f"overlap c={c} must lie in (0, {OVERLAP_AT_GAMMA_1:.4f}) = (0, Phi(3)-Phi(-3))")
     if 2.0 * dim <= 9.0:
-        raise ValueError(f"data dimension D={dim} too small for technique 2: C(gamma) >= C(1) for all gamma "
-                         "when sqrt(2D) <= 3; set sigmas.num_scales by hand")
+        raise ValueError(
+            f"data dimension D={dim} too small for technique 2: C(gamma) >= C(1) for all gamma "
+            "when sqrt(2D) <= 3; set sigmas.num_scales by hand"
+        )
     f = lambda g: overlap_c(g, dim) - c  # noqa: E731
     hi = 1.0 + 1e-3
     while f(hi) > 0.0:
@@ -185,8 +187,9 @@ def step_lr_for(gamma: float, sigma_L: float, n_steps_each: int) -> float:
 # ---------------------------------------------------------------------------------------------
 # All together
 # ---------------------------------------------------------------------------------------------
-def design_noise(data, sigma_end: float, overlap: float = 0.5, n_steps_each: int = 5,
-                 sample_size: int | None = 10_000, seed: int = 0) -> dict:
+def design_noise(
+    data, sigma_end: float, overlap: float = 0.5, n_steps_each: int = 5, sample_size: int | None = 10_000, seed: int = 0
+) -> dict:
     """NCSNv2 techniques 1, 2 and 4 for ``sigmas.kind=auto``.
 
     ``data``: an (N, ...) tensor/array of training points (images are flattened) or a dataset of

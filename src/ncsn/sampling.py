@@ -9,7 +9,8 @@ Noise levels follow ``ncsn.sigmas``: index 0 = largest sigma.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from tqdm.auto import tqdm
@@ -124,10 +125,19 @@ class Sampler:
     ``n_steps_each * L`` steps: as many network evaluations as the annealed sampler.
     """
 
-    def __init__(self, kind: str = "annealed", step_lr: float = 2e-5, n_steps_each: int = 100,
-                 denoise: bool = False, n_samples: int = 64, batch_size: int = 1000,
-                 init_low: float = 0.0, init_high: float = 1.0, autocast: str | None = None,
-                 compile: bool = False):
+    def __init__(
+        self,
+        kind: str = "annealed",
+        step_lr: float = 2e-5,
+        n_steps_each: int = 100,
+        denoise: bool = False,
+        n_samples: int = 64,
+        batch_size: int = 1000,
+        init_low: float = 0.0,
+        init_high: float = 1.0,
+        autocast: str | None = None,
+        compile: bool = False,
+    ):
         checks = [
             (kind in SAMPLER_KINDS, "kind", kind, f"one of {SAMPLER_KINDS}"),
             (_is_number(step_lr) and step_lr > 0, "step_lr", step_lr, "a number > 0"),
@@ -135,8 +145,12 @@ class Sampler:
             (isinstance(denoise, bool), "denoise", denoise, "true or false"),
             (_is_int(n_samples) and n_samples >= 1, "n_samples", n_samples, "an integer >= 1"),
             (_is_int(batch_size) and batch_size >= 1, "batch_size", batch_size, "an integer >= 1"),
-            (_is_number(init_low) and _is_number(init_high) and init_low < init_high, "init_high",
-             init_high, f"a number > sampler.init_low={init_low}"),
+            (
+                _is_number(init_low) and _is_number(init_high) and init_low < init_high,
+                "init_high",
+                init_high,
+                f"a number > sampler.init_low={init_low}",
+            ),
             (autocast in (None, "fp32", "bf16", "fp16"), "autocast", autocast, "null, fp32, bf16 or fp16"),
             (isinstance(compile, bool), "compile", compile, "true or false"),
         ]
@@ -158,9 +172,18 @@ class Sampler:
             score = self._compiled[1]
         return score_autocast(score, self.autocast)
 
-    def __call__(self, score: ScoreFn, sigmas: torch.Tensor, shape: tuple, generator: torch.Generator,
-                 device=None, n: int | None = None, keep_frames: bool = False,
-                 progress: bool = True, denoise: bool | None = None) -> LangevinResult:
+    def __call__(
+        self,
+        score: ScoreFn,
+        sigmas: torch.Tensor,
+        shape: tuple,
+        generator: torch.Generator,
+        device=None,
+        n: int | None = None,
+        keep_frames: bool = False,
+        progress: bool = True,
+        denoise: bool | None = None,
+    ) -> LangevinResult:
         """Draw ``n`` (default ``n_samples``) samples of per-sample ``shape``, in batches.
         ``denoise`` overrides the configured final denoising step (None: as configured); the
         result always holds the iterate before it too (``before_denoise``)."""
@@ -173,17 +196,32 @@ class Sampler:
             u = torch.rand((m, *shape), generator=generator, device=device)
             x = self.init_low + (self.init_high - self.init_low) * u
             if self.kind == "annealed":
-                parts.append(annealed_langevin(score, x, sigmas, self.step_lr, self.n_steps_each, denoise,
-                                               generator, keep_frames, progress))
+                parts.append(
+                    annealed_langevin(
+                        score, x, sigmas, self.step_lr, self.n_steps_each, denoise, generator, keep_frames, progress
+                    )
+                )
             else:
-                parts.append(langevin(score, x, len(sigmas) - 1, self.step_lr, self.n_steps_each * len(sigmas),
-                                      generator, keep_frames, self.n_steps_each, progress))
+                parts.append(
+                    langevin(
+                        score,
+                        x,
+                        len(sigmas) - 1,
+                        self.step_lr,
+                        self.n_steps_each * len(sigmas),
+                        generator,
+                        keep_frames,
+                        self.n_steps_each,
+                        progress,
+                    )
+                )
         if not parts:
             empty = torch.empty((0, *shape), device=device)
             return LangevinResult(empty, empty, [])
         frames = [torch.cat(f) for f in zip(*(p.frames for p in parts))] if keep_frames else []
-        return LangevinResult(torch.cat([p.samples for p in parts]),
-                              torch.cat([p.before_denoise for p in parts]), frames)
+        return LangevinResult(
+            torch.cat([p.samples for p in parts]), torch.cat([p.before_denoise for p in parts]), frames
+        )
 
 
 def _is_int(v) -> bool:

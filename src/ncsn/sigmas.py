@@ -32,9 +32,7 @@ def make_sigmas(kind: str, sigma_begin: float, sigma_end: float, num_scales: int
     if not (sigma_end > 0 and math.isfinite(sigma_begin)):
         raise ValueError(f"sigmas.sigma_end={sigma_end} must be > 0 and sigma_begin finite")
     if num_scales > 1 and not sigma_begin > sigma_end:
-        raise ValueError(
-            f"sigmas.sigma_begin={sigma_begin} must be > sigmas.sigma_end={sigma_end} (index 0 = largest)"
-        )
+        raise ValueError(f"sigmas.sigma_begin={sigma_begin} must be > sigmas.sigma_end={sigma_end} (index 0 = largest)")
     if num_scales == 1:
         return torch.tensor([float(sigma_end)], dtype=torch.float64)
     t = torch.linspace(0.0, 1.0, num_scales, dtype=torch.float64)

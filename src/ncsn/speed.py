@@ -24,8 +24,13 @@ from torch import nn
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-_DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
-           "float16": torch.float16, "half": torch.float16}
+_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "half": torch.float16,
+}
 # Devices with a fused Adam kernel (torch >= 2.4 has one for CPU as well).
 _FUSED_ADAM_DEVICES = ("cuda", "cpu", "mps", "xpu", "hpu")
 
@@ -125,8 +130,7 @@ def adam_kwargs(device, fused: bool | str = "auto") -> dict:
     raise ValueError(f"optim fused={fused!r} must be true, false or 'auto'")
 
 
-def cuda_graph_score(net: ScoreFn, example_x: torch.Tensor, example_labels: torch.Tensor,
-                     warmup: int = 3) -> ScoreFn:
+def cuda_graph_score(net: ScoreFn, example_x: torch.Tensor, example_labels: torch.Tensor, warmup: int = 3) -> ScoreFn:
     """Capture one inference call ``net(x, labels)`` of fixed shape into a CUDA graph; return a
     score function that copies its inputs into the captured buffers and replays the graph.
 
@@ -137,9 +141,11 @@ def cuda_graph_score(net: ScoreFn, example_x: torch.Tensor, example_labels: torc
     graph's output buffer). Inference only (no autograd). Raises RuntimeError without CUDA.
     """
     if not torch.cuda.is_available() or not example_x.is_cuda:
-        raise RuntimeError("cuda_graph_score needs a CUDA device and CUDA example tensors "
-                           f"(cuda available: {torch.cuda.is_available()}, example on {example_x.device}); "
-                           "leave the CUDA-graph option off on CPU")
+        raise RuntimeError(
+            "cuda_graph_score needs a CUDA device and CUDA example tensors "
+            f"(cuda available: {torch.cuda.is_available()}, example on {example_x.device}); "
+            "leave the CUDA-graph option off on CPU"
+        )
     static_x = example_x.detach().clone()
     static_labels = example_labels.detach().clone()
     stream = torch.cuda.Stream()
@@ -170,16 +176,28 @@ class NNPACKConv2d(nn.Conv2d):
     ``Conv2d`` otherwise (GPU, bf16/fp16, autocast). Same parameters and state_dict keys."""
 
     def _conv_forward(self, input, weight, bias):
-        if (input.device.type == "cpu" and input.dim() == 4 and input.dtype == torch.float32
-                and weight.dtype == torch.float32 and not torch.is_autocast_enabled("cpu")):
+        if (
+            input.device.type == "cpu"
+            and input.dim() == 4
+            and input.dtype == torch.float32
+            and weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu")
+        ):
             return torch._nnpack_spatial_convolution(input, weight, bias, list(self.padding), list(self.stride))
         return super()._conv_forward(input, weight, bias)
 
 
 def _nnpack_eligible(m: nn.Module) -> bool:
-    return (type(m) is nn.Conv2d and m.stride == (1, 1) and m.dilation == (1, 1) and m.groups == 1
-            and m.padding_mode == "zeros" and not isinstance(m.padding, str)
-            and max(m.kernel_size) > 1 and max(m.kernel_size) <= 16)
+    return (
+        type(m) is nn.Conv2d
+        and m.stride == (1, 1)
+        and m.dilation == (1, 1)
+        and m.groups == 1
+        and m.padding_mode == "zeros"
+        and not isinstance(m.padding, str)
+        and max(m.kernel_size) > 1
+        and max(m.kernel_size) <= 16
+    )
 
 
 def nnpack_convs(net: nn.Module, enabled: bool = True) -> nn.Module:

@@ -7,12 +7,13 @@ un-augmented iterator used for FID statistics live here once.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from ..training.resume import resume_position
 from .transforms import random_hflip, uniform_dequantize
 
 
@@ -52,8 +53,16 @@ class ImageDataModule(L.LightningDataModule):
     #: (C, H, W)
     data_shape: tuple
 
-    def __init__(self, batch_size: int, num_workers: int, random_flip: bool, dequantize: bool,
-                 val_split: str, pin_memory: bool = True, persistent_workers: bool = True):
+    def __init__(
+        self,
+        batch_size: int,
+        num_workers: int,
+        random_flip: bool,
+        dequantize: bool,
+        val_split: str,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ):
         super().__init__()
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -101,8 +110,7 @@ class ImageDataModule(L.LightningDataModule):
 
     def iter_unaugmented(self, split: str, batch_size: int = 256) -> Iterator[torch.Tensor]:
         """Deterministic, un-augmented batches of images of ``split`` (for FID statistics)."""
-        loader = DataLoader(self.load_split(split), batch_size=batch_size, shuffle=False,
-                            num_workers=0)
+        loader = DataLoader(self.load_split(split), batch_size=batch_size, shuffle=False, num_workers=0)
         for x, _ in loader:
             yield x
 
@@ -130,10 +138,10 @@ class EpochShuffle(DistributedSampler):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(self.n, generator=g).tolist()
         order = (order * -(-self.total_size // max(self.n, 1)))[: self.total_size]  # pad to w * num_samples
-        mine = order[self.rank: self.total_size: self.num_replicas]
+        mine = order[self.rank : self.total_size : self.num_replicas]
         if self._resume is not None and self._resume[0] <= self.epoch:
             if self._resume[0] == self.epoch:
-                mine = mine[self._resume[1]:]
+                mine = mine[self._resume[1] :]
             self._resume = None
         return iter([(self.epoch, i) for i in mine] if self.keyed else mine)
 
@@ -142,16 +150,14 @@ def train_loader(dm, dataset, drop_last: bool, keyed: bool = False) -> DataLoade
     """The training DataLoader of a data module (``batch_size`` per rank, ``num_workers``,
     ``shuffle_seed`` and the optional ``pin_memory``/``persistent_workers`` attributes), ordered by
     ``EpochShuffle``. When Lightning restarts from a mid-epoch checkpoint, the batches of that
-    epoch already trained (Lightning's ``batch_progress``, made consistent for the checkpoint that
-    ``max_steps`` leaves by ``lit.resume_where_fit_stopped``) are skipped."""
+    epoch already trained are skipped (``training.resume.resume_position``)."""
     workers = getattr(dm, "num_workers", 0)
     trainer = dm.trainer
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
     sampler = EpochShuffle(len(dataset), dm.shuffle_seed, rank, world, keyed)
-    if trainer is not None and trainer.fit_loop.restarting:
-        progress = trainer.fit_loop.epoch_loop.batch_progress
-        if progress.current.ready and not progress.is_last_batch:
-            sampler.resume_at(trainer.current_epoch, progress.current.ready * dm.batch_size)
+    position = resume_position(trainer, dm.batch_size)
+    if position is not None:
+        sampler.resume_at(*position)
     return DataLoader(
         dataset,
         batch_size=dm.batch_size,
@@ -184,5 +190,5 @@ class DataError(RuntimeError):
         marker = f"\n{type(self).__module__}.{type(self).__qualname__}: "
         if message.startswith(f"Caught {type(self).__name__} in DataLoader worker") and marker in message:
             self.worker_traceback = message
-            message = message[message.rfind(marker) + len(marker):].rstrip()
+            message = message[message.rfind(marker) + len(marker) :].rstrip()
         super().__init__(message)

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .base import DataError
-from .files import FileImageDataModule, ROOT_HINT, check_split, short_list, torchvision_download
+from .files import ROOT_HINT, FileImageDataModule, check_split, short_list, torchvision_download
 
 FOLDER = "celeba"
 IMAGES = "img_align_celeba"
@@ -53,8 +53,10 @@ def read_partition(path: Path) -> dict[str, list[str]]:
 
 
 def _corrupt(path: Path, why: str) -> DataError:
-    return DataError(f"CelebA file is corrupt: {path}: {why}. Fix: replace it with the official file "
-                     f"(from {HOME}, or delete it and rerun with data.download=true)")
+    return DataError(
+        f"CelebA file is corrupt: {path}: {why}. Fix: replace it with the official file "
+        f"(from {HOME}, or delete it and rerun with data.download=true)"
+    )
 
 
 def load_face(path: Path, image_size: int) -> torch.Tensor:
@@ -97,16 +99,39 @@ class CelebaDataModule(FileImageDataModule):
     NAME = "CelebA"
     CHANNELS = 3
     SIZES = None
-    SIZE_NOTE = (f"images are center-cropped to {CROP}x{CROP} and resized to image_size, "
-                f"which must be a positive int (32 for NCSN, 64 for NCSNv2)")
+    SIZE_NOTE = (
+        f"images are center-cropped to {CROP}x{CROP} and resized to image_size, "
+        f"which must be a positive int (32 for NCSN, 64 for NCSNv2)"
+    )
     VAL_SPLITS = ("valid", "test")
 
-    def __init__(self, root: str = "data", image_size: int = 64, channels: int = 3, batch_size: int = 128,
-                 num_workers: int = 4, random_flip: bool = True, dequantize: bool = True,
-                 val_split: str = "test", download: bool = False, pin_memory: bool = True,
-                 persistent_workers: bool = True):
-        super().__init__(root, image_size, channels, batch_size, num_workers, random_flip, dequantize, val_split,
-                         download, pin_memory, persistent_workers)
+    def __init__(
+        self,
+        root: str = "data",
+        image_size: int = 64,
+        channels: int = 3,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        random_flip: bool = True,
+        dequantize: bool = True,
+        val_split: str = "test",
+        download: bool = False,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ):
+        super().__init__(
+            root,
+            image_size,
+            channels,
+            batch_size,
+            num_workers,
+            random_flip,
+            dequantize,
+            val_split,
+            download,
+            pin_memory,
+            persistent_workers,
+        )
 
     @property
     def folder(self) -> Path:
@@ -117,11 +142,15 @@ class CelebaDataModule(FileImageDataModule):
         return [p for p in paths if not p.exists()]
 
     def _not_found(self, what: str) -> DataError:
-        fetch = ("data.download=true only fetches in prepare_data(), which has not run: call it first"
-                 if self.download else "set data.download=true (needs the gdown package)")
+        fetch = (
+            "data.download=true only fetches in prepare_data(), which has not run: call it first"
+            if self.download
+            else "set data.download=true (needs the gdown package)"
+        )
         return DataError(
             f"CelebA data not found: {what}. Fix: {fetch}, or data.root=/path/to/dir containing "
-            f"{FOLDER}/{IMAGES}/ and {FOLDER}/{PARTITION} ({ROOT_HINT}).")
+            f"{FOLDER}/{IMAGES}/ and {FOLDER}/{PARTITION} ({ROOT_HINT})."
+        )
 
     def prepare_data(self):
         """Fetch with torchvision (Google Drive, needs gdown) when ``download`` and files are missing."""
@@ -129,9 +158,12 @@ class CelebaDataModule(FileImageDataModule):
             from torchvision.datasets import CelebA
 
             torchvision_download(
-                "CelebA", lambda: CelebA(str(self.root), split="all", target_type=[], download=True),
-                self.root, f"get img_align_celeba.zip and {PARTITION} from {HOME}, put both in "
-                           f"{self.folder} and unzip the zip there")
+                "CelebA",
+                lambda: CelebA(str(self.root), split="all", target_type=[], download=True),
+                self.root,
+                f"get img_align_celeba.zip and {PARTITION} from {HOME}, put both in "
+                f"{self.folder} and unzip the zip there",
+            )
 
     def _split_names(self) -> dict[str, list[str]]:
         """The partition, after checking that the folder and every listed image exist."""
@@ -142,8 +174,10 @@ class CelebaDataModule(FileImageDataModule):
         present = set(os.listdir(self.folder / IMAGES))
         lost = [n for split in SPLITS for n in names[split] if n not in present]
         if lost:
-            raise self._not_found(f"{len(lost)} images listed in {self.folder / PARTITION} are missing "
-                                  f"from {self.folder / IMAGES}: {short_list(lost)}")
+            raise self._not_found(
+                f"{len(lost)} images listed in {self.folder / PARTITION} are missing "
+                f"from {self.folder / IMAGES}: {short_list(lost)}"
+            )
         return names
 
     def check(self) -> None:

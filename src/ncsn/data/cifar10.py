@@ -25,8 +25,7 @@ import numpy as np
 import torch
 
 from .base import DataError
-from .files import (FileImageDataModule, ROOT_HINT, Uint8Images, check_split, missing,
-                    short_list, torchvision_download)
+from .files import ROOT_HINT, FileImageDataModule, Uint8Images, check_split, missing, short_list, torchvision_download
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -35,10 +34,14 @@ URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 # globals a pickled numpy array may name (numpy 1 spells numpy._core as numpy.core)
 _ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
     ("_codecs", "encode"),  # bytes inside a protocol-2 pickle written by Python 3
 }
 
@@ -51,7 +54,7 @@ class _ArrayUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing global {module}.{name} (only numpy arrays expected)")
         if module.startswith("numpy.core."):  # avoid numpy 2's deprecated alias where possible
             try:
-                return getattr(importlib.import_module("numpy._core." + module[len("numpy.core."):]), name)
+                return getattr(importlib.import_module("numpy._core." + module[len("numpy.core.") :]), name)
             except ImportError:
                 pass
         return getattr(importlib.import_module(module), name)
@@ -60,7 +63,8 @@ class _ArrayUnpickler(pickle.Unpickler):
 def _corrupt(path: Path, why: str) -> DataError:
     return DataError(
         f"CIFAR-10 file is corrupt: {path}: {why}. Fix: replace it with the official file "
-        f"(delete {path.parent} and rerun with data.download=true, or extract {URL} into {path.parent.parent})")
+        f"(delete {path.parent} and rerun with data.download=true, or extract {URL} into {path.parent.parent})"
+    )
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -106,35 +110,64 @@ class Cifar10DataModule(FileImageDataModule):
     NAME = "CIFAR-10"
     CHANNELS = 3
     SIZES = (32,)
-    SIZE_NOTE = ("images are 32x32; set data.image_size=32")
+    SIZE_NOTE = "images are 32x32; set data.image_size=32"
     VAL_SPLITS = ("test",)
 
-    def __init__(self, root: str = "data", image_size: int = 32, channels: int = 3, batch_size: int = 128,
-                 num_workers: int = 4, random_flip: bool = True, dequantize: bool = True,
-                 val_split: str = "test", download: bool = False, pin_memory: bool = True,
-                 persistent_workers: bool = True):
-        super().__init__(root, image_size, channels, batch_size, num_workers, random_flip, dequantize, val_split,
-                         download, pin_memory, persistent_workers)
+    def __init__(
+        self,
+        root: str = "data",
+        image_size: int = 32,
+        channels: int = 3,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        random_flip: bool = True,
+        dequantize: bool = True,
+        val_split: str = "test",
+        download: bool = False,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ):
+        super().__init__(
+            root,
+            image_size,
+            channels,
+            batch_size,
+            num_workers,
+            random_flip,
+            dequantize,
+            val_split,
+            download,
+            pin_memory,
+            persistent_workers,
+        )
 
     @property
     def folder(self) -> Path:
         return self.root / FOLDER
 
     def _not_found(self, absent: list[str]) -> DataError:
-        fetch = ("data.download=true only fetches in prepare_data(), which has not run: call it first"
-                 if self.download else "set data.download=true")
+        fetch = (
+            "data.download=true only fetches in prepare_data(), which has not run: call it first"
+            if self.download
+            else "set data.download=true"
+        )
         return DataError(
             f"CIFAR-10 data not found: looked in {self.folder} for {short_list(absent)} "
             f"(the official python version: {', '.join(TRAIN_FILES + TEST_FILES)}). "
-            f"Fix: {fetch}, or data.root=/path/to/dir containing {FOLDER}/ ({ROOT_HINT}).")
+            f"Fix: {fetch}, or data.root=/path/to/dir containing {FOLDER}/ ({ROOT_HINT})."
+        )
 
     def prepare_data(self):
         """Fetch the official archive with torchvision when ``download`` and files are missing."""
         if self.download and missing(self.folder, TRAIN_FILES + TEST_FILES):
             from torchvision.datasets import CIFAR10
 
-            torchvision_download("CIFAR-10", lambda: CIFAR10(str(self.root), train=False, download=True),
-                                 self.root, f"fetch {URL} and extract it into {self.root}")
+            torchvision_download(
+                "CIFAR-10",
+                lambda: CIFAR10(str(self.root), train=False, download=True),
+                self.root,
+                f"fetch {URL} and extract it into {self.root}",
+            )
 
     def check(self) -> None:
         """Cheap: every batch file present and not truncated. Passes when files are absent but

@@ -24,12 +24,21 @@ class DigitsDataModule(ImageDataModule):
     levels = 17  # pixel values are k / 16
     data_shape = (1, 8, 8)
 
-    def __init__(self, channels: int = 1, image_size: int = 8, batch_size: int = 128, num_workers: int = 0,
-                 random_flip: bool = False,
-                 dequantize: bool = True, val_split: str = "val", num_val: int = 197, split_seed: int = 0,
-                 pin_memory: bool = True, persistent_workers: bool = True):
-        super().__init__(batch_size, num_workers, random_flip, dequantize, val_split, pin_memory,
-                         persistent_workers)
+    def __init__(
+        self,
+        channels: int = 1,
+        image_size: int = 8,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        random_flip: bool = False,
+        dequantize: bool = True,
+        val_split: str = "val",
+        num_val: int = 197,
+        split_seed: int = 0,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ):
+        super().__init__(batch_size, num_workers, random_flip, dequantize, val_split, pin_memory, persistent_workers)
         if channels != 1:
             raise ValueError(f"data.channels={channels}: the digits are grayscale, channels must be 1")
         if image_size != 8:

@@ -7,8 +7,8 @@ MNIST decode into.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import torch
 from torch.utils.data import Dataset
@@ -30,30 +30,40 @@ def short_list(names: list[str], limit: int = 5) -> str:
     return shown if len(names) <= limit else f"{shown}, ... ({len(names)} in all)"
 
 
-def check_image_config(dataset: str, image_size: int, channels: int, sizes: tuple[int, ...] | None,
-                       channel_count: int, size_note: str) -> None:
+def check_image_config(
+    dataset: str, image_size: int, channels: int, sizes: tuple[int, ...] | None, channel_count: int, size_note: str
+) -> None:
     """Raise ValueError naming the config key when ``image_size`` / ``channels`` don't fit.
 
     ``sizes`` is the tuple of allowed sizes, or None for any positive size.
     """
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0 or (
-            sizes is not None and image_size not in sizes):
+    if (
+        not isinstance(image_size, int)
+        or isinstance(image_size, bool)
+        or image_size <= 0
+        or (sizes is not None and image_size not in sizes)
+    ):
         raise ValueError(f"data.image_size={image_size!r}: {dataset} {size_note}")
     if channels != channel_count:
-        raise ValueError(f"data.channels={channels!r}: {dataset} images have {channel_count} "
-                         f"channel{'s' if channel_count > 1 else ''}; set data.channels={channel_count}")
+        raise ValueError(
+            f"data.channels={channels!r}: {dataset} images have {channel_count} "
+            f"channel{'s' if channel_count > 1 else ''}; set data.channels={channel_count}"
+        )
 
 
 def check_val_split(dataset: str, val_split: str, allowed: tuple[str, ...]) -> None:
     if val_split not in allowed:
-        raise ValueError(f"data.val_split={val_split!r}: {dataset} validates on one of "
-                         f"{', '.join(repr(s) for s in allowed)}")
+        raise ValueError(
+            f"data.val_split={val_split!r}: {dataset} validates on one of {', '.join(repr(s) for s in allowed)}"
+        )
 
 
 def check_split(dataset: str, split: str, allowed: tuple[str, ...]) -> None:
     if split not in allowed:
-        raise ValueError(f"split {split!r}: {dataset} has splits {', '.join(repr(s) for s in allowed)} "
-                         f"(data.val_split picks the validation one)")
+        raise ValueError(
+            f"split {split!r}: {dataset} has splits {', '.join(repr(s) for s in allowed)} "
+            f"(data.val_split picks the validation one)"
+        )
 
 
 def torchvision_download(dataset: str, fetch: Callable[[], object], root: Path, manual: str) -> None:
@@ -101,13 +111,23 @@ class FileImageDataModule(ImageDataModule):
     SIZE_NOTE: str
     VAL_SPLITS: tuple[str, ...]
 
-    def __init__(self, root: str, image_size: int, channels: int, batch_size: int, num_workers: int,
-                 random_flip: bool, dequantize: bool, val_split: str, download: bool, pin_memory: bool,
-                 persistent_workers: bool):
+    def __init__(
+        self,
+        root: str,
+        image_size: int,
+        channels: int,
+        batch_size: int,
+        num_workers: int,
+        random_flip: bool,
+        dequantize: bool,
+        val_split: str,
+        download: bool,
+        pin_memory: bool,
+        persistent_workers: bool,
+    ):
         check_image_config(self.NAME, image_size, channels, self.SIZES, self.CHANNELS, self.SIZE_NOTE)
         check_val_split(self.NAME, val_split, self.VAL_SPLITS)
-        super().__init__(batch_size, num_workers, random_flip, dequantize, val_split, pin_memory,
-                         persistent_workers)
+        super().__init__(batch_size, num_workers, random_flip, dequantize, val_split, pin_memory, persistent_workers)
         self.root = Path(root).expanduser().absolute()
         self.image_size = image_size
         self.channels = channels

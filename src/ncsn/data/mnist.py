@@ -25,10 +25,12 @@ import numpy as np
 import torch
 
 from .base import DataError
-from .files import FileImageDataModule, ROOT_HINT, Uint8Images, check_split, torchvision_download
+from .files import ROOT_HINT, FileImageDataModule, Uint8Images, check_split, torchvision_download
 
-FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 IMAGE_MAGIC, LABEL_MAGIC = 2051, 2049
 SIDE = 28
 MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
@@ -46,8 +48,10 @@ def find_file(folder: Path, name: str) -> Path | None:
 
 
 def _corrupt(path: Path, why: str) -> DataError:
-    return DataError(f"MNIST file is corrupt: {path}: {why}. Fix: delete it and rerun with "
-                     f"data.download=true, or replace it with the original from {MIRROR}")
+    return DataError(
+        f"MNIST file is corrupt: {path}: {why}. Fix: delete it and rerun with "
+        f"data.download=true, or replace it with the original from {MIRROR}"
+    )
 
 
 def _expected(magic: int, path: Path, header: bytes) -> tuple[int, ...]:
@@ -55,11 +59,14 @@ def _expected(magic: int, path: Path, header: bytes) -> tuple[int, ...]:
     ndim = 3 if magic == IMAGE_MAGIC else 1
     if len(header) < 4 or int.from_bytes(header[:4], "big") != magic:
         found = int.from_bytes(header[:4], "big") if len(header) >= 4 else "nothing"
-        raise _corrupt(path, f"magic number is {found}, expected {magic} "
-                             f"({'images: idx3 uint8' if ndim == 3 else 'labels: idx1 uint8'})")
+        raise _corrupt(
+            path,
+            f"magic number is {found}, expected {magic} "
+            f"({'images: idx3 uint8' if ndim == 3 else 'labels: idx1 uint8'})",
+        )
     if len(header) < 4 + 4 * ndim:
         raise _corrupt(path, "header ends early")
-    dims = tuple(int.from_bytes(header[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    dims = tuple(int.from_bytes(header[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     if ndim == 3 and dims[1:] != (SIDE, SIDE):
         raise _corrupt(path, f"images are {dims[1]}x{dims[2]}, expected {SIDE}x{SIDE}")
     return dims
@@ -68,7 +75,7 @@ def _expected(magic: int, path: Path, header: bytes) -> tuple[int, ...]:
 def read_idx(path: Path, magic: int) -> np.ndarray:
     """The whole file -> uint8 array (N, 28, 28) for images, (N,) for labels; DataError if malformed."""
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError, zlib.error) as e:  # bad gzip header, CRC, truncated stream
         raise _corrupt(path, f"cannot read it ({type(e).__name__}: {e})") from e
@@ -83,7 +90,7 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
 def peek_idx(path: Path, magic: int) -> int:
     """Cheap check of one file: header, and size (plain) or gzip's stored size (ISIZE); returns N."""
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             header = f.read(16)
         dims = _expected(magic, path, header)
         size = 4 + 4 * len(dims) + int(np.prod(dims))
@@ -106,9 +113,15 @@ def resize(images: np.ndarray, size: int, chunk: int = 10_000) -> torch.Tensor:
     x = torch.from_numpy(images.copy())[:, None]
     if size == SIDE:
         return x
-    out = [torch.nn.functional.interpolate(c.float(), size=(size, size), mode="bilinear", align_corners=False,
-                                           antialias=True).round_().clamp_(0, 255).to(torch.uint8)
-           for c in x.split(chunk)]
+    out = [
+        torch.nn.functional.interpolate(
+            c.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        )
+        .round_()
+        .clamp_(0, 255)
+        .to(torch.uint8)
+        for c in x.split(chunk)
+    ]
     return torch.cat(out)
 
 
@@ -118,16 +131,38 @@ class MnistDataModule(FileImageDataModule):
     NAME = "MNIST"
     CHANNELS = 1
     SIZES = None
-    SIZE_NOTE = (f"images are {SIDE}x{SIDE}; image_size must be a positive int "
-                f"(any size other than {SIDE} is a bilinear resize)")
+    SIZE_NOTE = (
+        f"images are {SIDE}x{SIDE}; image_size must be a positive int (any size other than {SIDE} is a bilinear resize)"
+    )
     VAL_SPLITS = ("test",)
 
-    def __init__(self, root: str = "data", image_size: int = 28, channels: int = 1, batch_size: int = 128,
-                 num_workers: int = 4, random_flip: bool = False, dequantize: bool = True,
-                 val_split: str = "test", download: bool = False, pin_memory: bool = True,
-                 persistent_workers: bool = True):
-        super().__init__(root, image_size, channels, batch_size, num_workers, random_flip, dequantize, val_split,
-                         download, pin_memory, persistent_workers)
+    def __init__(
+        self,
+        root: str = "data",
+        image_size: int = 28,
+        channels: int = 1,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        random_flip: bool = False,
+        dequantize: bool = True,
+        val_split: str = "test",
+        download: bool = False,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
+    ):
+        super().__init__(
+            root,
+            image_size,
+            channels,
+            batch_size,
+            num_workers,
+            random_flip,
+            dequantize,
+            val_split,
+            download,
+            pin_memory,
+            persistent_workers,
+        )
 
     def locate(self) -> dict[str, Path] | None:
         """{file name: path} from the first candidate folder holding all four files, else None."""
@@ -140,20 +175,28 @@ class MnistDataModule(FileImageDataModule):
     def _not_found(self) -> DataError:
         names = ", ".join(n for pair in FILES.values() for n in pair)
         where = ", ".join(f"{f}/" for f in candidate_folders(self.root))
-        fetch = ("data.download=true only fetches in prepare_data(), which has not run: call it first"
-                 if self.download else "set data.download=true")
+        fetch = (
+            "data.download=true only fetches in prepare_data(), which has not run: call it first"
+            if self.download
+            else "set data.download=true"
+        )
         return DataError(
             f"MNIST data not found: looked for {names} (each plain or .gz) in {where} and found no "
             f"folder with all four. Fix: {fetch}, or data.root=/path/to/dir containing MNIST/raw/ or "
-            f"mnist/ with these files ({ROOT_HINT}).")
+            f"mnist/ with these files ({ROOT_HINT})."
+        )
 
     def prepare_data(self):
         """Fetch into ``<root>/MNIST/raw/`` with torchvision when ``download`` and files are missing."""
         if self.download and self.locate() is None:
             from torchvision.datasets import MNIST
 
-            torchvision_download("MNIST", lambda: MNIST(str(self.root), train=False, download=True), self.root,
-                                 f"fetch the four .gz files from {MIRROR} into {self.root / 'MNIST' / 'raw'}")
+            torchvision_download(
+                "MNIST",
+                lambda: MNIST(str(self.root), train=False, download=True),
+                self.root,
+                f"fetch the four .gz files from {MIRROR} into {self.root / 'MNIST' / 'raw'}",
+            )
 
     def check(self) -> None:
         """Cheap: all four files found, headers valid, sizes match, image and label counts agree.

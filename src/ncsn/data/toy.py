@@ -15,8 +15,15 @@ class ToyDataModule(L.LightningDataModule):
 
     data_shape = (2,)
 
-    def __init__(self, dim: int = 2, mixture: str = "paper", n_train: int = 10000, n_val: int = 2000, batch_size: int = 128,
-                 seed: int = 0):
+    def __init__(
+        self,
+        dim: int = 2,
+        mixture: str = "paper",
+        n_train: int = 10000,
+        n_val: int = 2000,
+        batch_size: int = 128,
+        seed: int = 0,
+    ):
         super().__init__()
         if mixture != "paper":
             raise ValueError(f"data.mixture={mixture!r}: only 'paper' is defined")

@@ -31,7 +31,7 @@ class FIDBackend:
     def device(self) -> torch.device:
         raise NotImplementedError
 
-    def to(self, device: torch.device | str) -> "FIDBackend":
+    def to(self, device: torch.device | str) -> FIDBackend:
         raise NotImplementedError
 
 
@@ -41,8 +41,10 @@ def check_images(images: torch.Tensor, channels: tuple[int, ...], where: str) ->
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise ValueError(f"{where}: expected a float tensor (N, C, H, W) of images in [0, 1], got {shape}")
     if images.shape[1] not in channels:
-        raise ValueError(f"{where}: images have {images.shape[1]} channels, this backend takes "
-                         f"{' or '.join(map(str, channels))}")
+        raise ValueError(
+            f"{where}: images have {images.shape[1]} channels, this backend takes {' or '.join(map(str, channels))}"
+        )
     if not images.is_floating_point():
-        raise ValueError(f"{where}: images have dtype {images.dtype}; pass floats in [0, 1] "
-                         "(divide uint8 images by 255)")
+        raise ValueError(
+            f"{where}: images have dtype {images.dtype}; pass floats in [0, 1] (divide uint8 images by 255)"
+        )

@@ -15,8 +15,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -38,14 +38,19 @@ class SmallClassifier(nn.Module):
     def __init__(self, in_channels: int, num_classes: int):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(in_channels, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(16, 16, 3, padding=1),
+            nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.ReLU(),
             nn.AdaptiveAvgPool2d(4),
             nn.Flatten(),
-            nn.Linear(32 * 16, self.feature_dim), nn.ReLU(),
+            nn.Linear(32 * 16, self.feature_dim),
+            nn.ReLU(),
         )
         self.head = nn.Linear(self.feature_dim, num_classes)
 
@@ -57,10 +62,12 @@ class SmallClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def classifier_cache_path(cache_dir: str | os.PathLike, dataset: str, image_size: int, seed: int,
-                          epochs: int) -> Path:
-    return (Path(cache_dir).expanduser() / "fid"
-            / f"classifier-{dataset}-{image_size}-s{seed}-e{epochs}-{CLASSIFIER_VERSION}.pt")
+def classifier_cache_path(cache_dir: str | os.PathLike, dataset: str, image_size: int, seed: int, epochs: int) -> Path:
+    return (
+        Path(cache_dir).expanduser()
+        / "fid"
+        / f"classifier-{dataset}-{image_size}-s{seed}-e{epochs}-{CLASSIFIER_VERSION}.pt"
+    )
 
 
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> float:
@@ -72,9 +79,16 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: in
     return correct / max(len(y), 1)
 
 
-def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int, epochs: int,
-                     test_fraction: float = 0.15, batch_size: int = 64, lr: float = 2e-3,
-                     device: torch.device | str = "cpu") -> tuple[SmallClassifier, float]:
+def train_classifier(
+    images: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+    epochs: int,
+    test_fraction: float = 0.15,
+    batch_size: int = 64,
+    lr: float = 2e-3,
+    device: torch.device | str = "cpu",
+) -> tuple[SmallClassifier, float]:
     """Train on a seeded (1 - test_fraction) split of ``images`` (N, C, H, W) in [0, 1] with
     integer ``labels`` (N,); return the model (in eval mode) and its accuracy on the rest.
 
@@ -84,11 +98,13 @@ def train_classifier(images: np.ndarray, labels: np.ndarray, seed: int, epochs: 
     images = np.asarray(images, dtype=np.float32)
     labels = np.asarray(labels, dtype=np.int64)
     if images.ndim != 4 or len(images) != len(labels):
-        raise ValueError(f"train_classifier: images {images.shape} and labels {labels.shape}; "
-                         "expected (N, C, H, W) and (N,)")
+        raise ValueError(
+            f"train_classifier: images {images.shape} and labels {labels.shape}; expected (N, C, H, W) and (N,)"
+        )
     if epochs < 1 or not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"train_classifier: epochs={epochs} (>= 1) and test_fraction="
-                         f"{test_fraction} (in (0, 1)) are out of range")
+        raise ValueError(
+            f"train_classifier: epochs={epochs} (>= 1) and test_fraction={test_fraction} (in (0, 1)) are out of range"
+        )
     num_classes = int(labels.max()) + 1
     perm = np.random.default_rng(seed).permutation(len(images))
     n_test = max(1, int(round(test_fraction * len(images))))
@@ -128,8 +144,14 @@ def _weights_hash(state_dict: dict) -> str:
 class ClassifierBackend(FIDBackend):
     """Penultimate-layer features of a ``SmallClassifier``."""
 
-    def __init__(self, model: SmallClassifier, name: str, test_accuracy: float,
-                 batch_size: int = 1000, device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        model: SmallClassifier,
+        name: str,
+        test_accuracy: float,
+        batch_size: int = 1000,
+        device: torch.device | str = "cpu",
+    ):
         self.model = model.eval().requires_grad_(False).to(device)
         self.name = name
         self.feature_dim = model.feature_dim
@@ -141,7 +163,7 @@ class ClassifierBackend(FIDBackend):
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def to(self, device: torch.device | str) -> "ClassifierBackend":
+    def to(self, device: torch.device | str) -> ClassifierBackend:
         self.model.to(device)
         return self
 
@@ -155,11 +177,16 @@ class ClassifierBackend(FIDBackend):
         return torch.cat(out)
 
 
-def build_classifier_backend(cache_dir: str | os.PathLike, dataset: str, image_size: int,
-                             seed: int, epochs: int,
-                             load_train_arrays: Callable[[], tuple[np.ndarray, np.ndarray]],
-                             batch_size: int = 1000,
-                             device: torch.device | str = "cpu") -> ClassifierBackend:
+def build_classifier_backend(
+    cache_dir: str | os.PathLike,
+    dataset: str,
+    image_size: int,
+    seed: int,
+    epochs: int,
+    load_train_arrays: Callable[[], tuple[np.ndarray, np.ndarray]],
+    batch_size: int = 1000,
+    device: torch.device | str = "cpu",
+) -> ClassifierBackend:
     """Load the cached classifier for (dataset, image_size, seed, epochs), or train and cache it.
 
     ``load_train_arrays()`` -> (images (N, C, H, W) float in [0, 1], labels (N,) int) is only
@@ -167,8 +194,13 @@ def build_classifier_backend(cache_dir: str | os.PathLike, dataset: str, image_s
     Training runs on ``device``; the file is written atomically (tmp file, then os.replace).
     """
     path = classifier_cache_path(cache_dir, dataset, image_size, seed, epochs)
-    meta_expected = {"dataset": dataset, "image_size": image_size, "seed": seed, "epochs": epochs,
-                     "version": CLASSIFIER_VERSION}
+    meta_expected = {
+        "dataset": dataset,
+        "image_size": image_size,
+        "seed": seed,
+        "epochs": epochs,
+        "version": CLASSIFIER_VERSION,
+    }
     if path.is_file():
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
@@ -176,26 +208,34 @@ def build_classifier_backend(cache_dir: str | os.PathLike, dataset: str, image_s
             model = SmallClassifier(int(meta["in_channels"]), int(meta["num_classes"]))
             model.load_state_dict(state)
         except Exception as e:  # noqa: BLE001 - any unreadable cache gets the same advice
-            raise RuntimeError(f"FID classifier cache {path} is unreadable ({type(e).__name__}: "
-                               f"{e}); delete it to retrain") from e
+            raise RuntimeError(
+                f"FID classifier cache {path} is unreadable ({type(e).__name__}: {e}); delete it to retrain"
+            ) from e
         for k, v in meta_expected.items():
             if meta.get(k) != v:
-                raise RuntimeError(f"FID classifier cache {path} has {k}={meta.get(k)!r}, expected "
-                                   f"{v!r}; delete the file to retrain")
+                raise RuntimeError(
+                    f"FID classifier cache {path} has {k}={meta.get(k)!r}, expected {v!r}; delete the file to retrain"
+                )
         acc = float(meta["test_accuracy"])
         log.info("FID classifier loaded from %s (test accuracy %.4f)", path, acc)
     else:
         images, labels = load_train_arrays()
         images = np.asarray(images)
         if images.ndim != 4 or images.shape[-1] != image_size or images.shape[-2] != image_size:
-            raise ValueError(f"FID classifier for {dataset!r}: training images have shape "
-                             f"{images.shape}, expected (N, C, {image_size}, {image_size})")
+            raise ValueError(
+                f"FID classifier for {dataset!r}: training images have shape "
+                f"{images.shape}, expected (N, C, {image_size}, {image_size})"
+            )
         model, acc = train_classifier(images, labels, seed=seed, epochs=epochs, device=device)
         model.cpu()
         state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-        meta = dict(meta_expected, in_channels=int(images.shape[1]),
-                    num_classes=int(model.head.out_features), test_accuracy=float(acc),
-                    num_train_images=int(len(images)))
+        meta = dict(
+            meta_expected,
+            in_channels=int(images.shape[1]),
+            num_classes=int(model.head.out_features),
+            test_accuracy=float(acc),
+            num_train_images=int(len(images)),
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         torch.save({"state_dict": state, "meta": meta}, tmp)

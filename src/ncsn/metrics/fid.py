@@ -9,7 +9,7 @@ its own accumulator; sum ``state_tensors()`` across ranks (or ``all_reduce(fn)``
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -29,8 +29,10 @@ class FID:
     def __init__(self, backend: FIDBackend, real_mu: np.ndarray, real_sigma: np.ndarray):
         d = backend.feature_dim
         if np.shape(real_mu) != (d,) or np.shape(real_sigma) != (d, d):
-            raise ValueError(f"FID: real statistics mu {np.shape(real_mu)} / sigma "
-                             f"{np.shape(real_sigma)} do not match backend {backend.name} (D={d})")
+            raise ValueError(
+                f"FID: real statistics mu {np.shape(real_mu)} / sigma "
+                f"{np.shape(real_sigma)} do not match backend {backend.name} (D={d})"
+            )
         self.backend = backend
         self.real_mu = np.asarray(real_mu, dtype=np.float64)
         self.real_sigma = np.asarray(real_sigma, dtype=np.float64)
@@ -48,7 +50,7 @@ class FID:
     def num_fake(self) -> int:
         return self.fake.n
 
-    def to(self, device: torch.device | str) -> "FID":
+    def to(self, device: torch.device | str) -> FID:
         """Move the extractor and the fake-image accumulator (e.g. to the LightningModule's device)."""
         self.backend.to(device)
         self.fake.to(device)
@@ -88,15 +90,21 @@ class FID:
         return self.compute()
 
 
-def build_fid(backend: str, cache_dir: str | os.PathLike, dataset: str, split: str, image_size: int,
-              real_batches: Callable[[], Iterable[torch.Tensor]],
-              stats_path: str | os.PathLike | None = None,
-              weights_path: str | os.PathLike | None = None,
-              batch_size: int = 200,
-              classifier_seed: int | None = None,
-              classifier_epochs: int | None = None,
-              load_train_arrays: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
-              device: torch.device | str = "cpu") -> FID | None:
+def build_fid(
+    backend: str,
+    cache_dir: str | os.PathLike,
+    dataset: str,
+    split: str,
+    image_size: int,
+    real_batches: Callable[[], Iterable[torch.Tensor]],
+    stats_path: str | os.PathLike | None = None,
+    weights_path: str | os.PathLike | None = None,
+    batch_size: int = 200,
+    classifier_seed: int | None = None,
+    classifier_epochs: int | None = None,
+    load_train_arrays: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
+    device: torch.device | str = "cpu",
+) -> FID | None:
     """Build the FID metric from the ``fid`` config group plus what the data module knows.
 
     Config keys (conf/fid/*.yaml): ``backend`` ("inception" | "classifier" | "none": returns
@@ -116,22 +124,33 @@ def build_fid(backend: str, cache_dir: str | os.PathLike, dataset: str, split: s
     if backend == "none":
         return None
     if backend != "inception" and weights_path is not None:
-        raise ValueError(f"fid.weights_path={weights_path!r} is only used by fid.backend=inception, "
-                         f"not {backend!r}; remove it")
+        raise ValueError(
+            f"fid.weights_path={weights_path!r} is only used by fid.backend=inception, not {backend!r}; remove it"
+        )
     if backend != "classifier" and (classifier_seed is not None or classifier_epochs is not None):
-        raise ValueError(f"fid.classifier_seed / fid.classifier_epochs are only used by "
-                         f"fid.backend=classifier, not {backend!r}; remove them")
+        raise ValueError(
+            f"fid.classifier_seed / fid.classifier_epochs are only used by "
+            f"fid.backend=classifier, not {backend!r}; remove them"
+        )
     if backend == "inception":
-        extractor: FIDBackend = InceptionBackend(weights_path=weights_path, batch_size=batch_size,
-                                                 device=device)
+        extractor: FIDBackend = InceptionBackend(weights_path=weights_path, batch_size=batch_size, device=device)
     else:
         if classifier_seed is None or classifier_epochs is None or load_train_arrays is None:
-            raise ValueError("fid.backend=classifier needs fid.classifier_seed, "
-                             "fid.classifier_epochs and the data's load_train_arrays")
-        extractor = build_classifier_backend(cache_dir, dataset, image_size, seed=classifier_seed,
-                                             epochs=classifier_epochs,
-                                             load_train_arrays=load_train_arrays,
-                                             batch_size=batch_size, device=device)
-    mu, sigma = load_or_compute_real_stats(extractor, cache_dir, dataset, split, image_size,
-                                           real_batches, stats_path=stats_path)
+            raise ValueError(
+                "fid.backend=classifier needs fid.classifier_seed, "
+                "fid.classifier_epochs and the data's load_train_arrays"
+            )
+        extractor = build_classifier_backend(
+            cache_dir,
+            dataset,
+            image_size,
+            seed=classifier_seed,
+            epochs=classifier_epochs,
+            load_train_arrays=load_train_arrays,
+            batch_size=batch_size,
+            device=device,
+        )
+    mu, sigma = load_or_compute_real_stats(
+        extractor, cache_dir, dataset, split, image_size, real_batches, stats_path=stats_path
+    )
     return FID(extractor, mu, sigma)

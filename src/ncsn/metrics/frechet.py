@@ -11,7 +11,7 @@ Plain numpy/torch: nothing here knows about Lightning, Hydra or a feature extrac
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -50,15 +50,23 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     mu1, mu2 = (np.asarray(_to_numpy(m), dtype=np.float64) for m in (mu1, mu2))
     sigma1, sigma2 = (np.asarray(_to_numpy(s), dtype=np.float64) for s in (sigma1, sigma2))
     d = mu1.shape[0] if mu1.ndim == 1 else -1
-    for name, arr, shape in (("mu1", mu1, (d,)), ("mu2", mu2, (d,)),
-                             ("sigma1", sigma1, (d, d)), ("sigma2", sigma2, (d, d))):
+    for name, arr, shape in (
+        ("mu1", mu1, (d,)),
+        ("mu2", mu2, (d,)),
+        ("sigma1", sigma1, (d, d)),
+        ("sigma2", sigma2, (d, d)),
+    ):
         if arr.shape != shape:
-            raise ValueError(f"frechet_distance: {name} has shape {arr.shape}, expected {shape} "
-                             f"(mu1 has shape {mu1.shape}); pass means (D,) and covariances (D, D) "
-                             "of the same feature dimension D")
+            raise ValueError(
+                f"frechet_distance: {name} has shape {arr.shape}, expected {shape} "
+                f"(mu1 has shape {mu1.shape}); pass means (D,) and covariances (D, D) "
+                "of the same feature dimension D"
+            )
         if not np.isfinite(arr).all():
-            raise ValueError(f"frechet_distance: {name} contains NaN or inf; the features or the "
-                             "statistics file they came from are broken")
+            raise ValueError(
+                f"frechet_distance: {name} contains NaN or inf; the features or the "
+                "statistics file they came from are broken"
+            )
     diff = mu1 - mu2
     value = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt_product(sigma1, sigma2)
     # Identical statistics give 0 up to round-off, which can be slightly negative.
@@ -96,7 +104,7 @@ class FeatureStats:
     def device(self) -> torch.device:
         return self.sum.device
 
-    def to(self, device: torch.device | str) -> "FeatureStats":
+    def to(self, device: torch.device | str) -> FeatureStats:
         self.count, self.sum, self.sum_outer = (t.to(device) for t in self.state_tensors())
         return self
 
@@ -108,8 +116,9 @@ class FeatureStats:
     def update(self, features: torch.Tensor) -> None:
         """Add a batch of features (N, D)."""
         if features.ndim != 2 or features.shape[1] != self.dim:
-            raise ValueError(f"FeatureStats.update: features of shape {tuple(features.shape)}, "
-                             f"expected (N, {self.dim})")
+            raise ValueError(
+                f"FeatureStats.update: features of shape {tuple(features.shape)}, expected (N, {self.dim})"
+            )
         f = features.to(self.device, torch.float64)
         self.count += f.shape[0]
         self.sum += f.sum(dim=0)
@@ -130,7 +139,7 @@ class FeatureStats:
             if out is not None and out is not t:
                 t.copy_(out)
 
-    def merge(self, other: "FeatureStats") -> None:
+    def merge(self, other: FeatureStats) -> None:
         """Add the statistics of ``other`` (same feature dimension) into this accumulator."""
         if other.dim != self.dim:
             raise ValueError(f"FeatureStats.merge: dimensions differ ({self.dim} vs {other.dim})")
@@ -141,8 +150,10 @@ class FeatureStats:
         """(mu (D,), sigma (D, D)) as float64 numpy; sigma is the unbiased (ddof=1) covariance."""
         n = self.count.item()
         if n < 2:
-            raise ValueError(f"FeatureStats.mean_cov: {n:.0f} samples; at least 2 are needed for a "
-                             "covariance (sample or load more images)")
+            raise ValueError(
+                f"FeatureStats.mean_cov: {n:.0f} samples; at least 2 are needed for a "
+                "covariance (sample or load more images)"
+            )
         s = self.sum.detach().cpu().numpy()
         ss = self.sum_outer.detach().cpu().numpy()
         mu = s / n

@@ -51,25 +51,31 @@ def check_inception_weights(weights_path: str | os.PathLike | None) -> Path:
     """
     if weights_path is not None:
         path = Path(weights_path).expanduser()
-        where = (f"{WEIGHTS_CONFIG_KEY}={weights_path!r} does not exist.\n"
-                 f"Download {WEIGHTS_URL}\n"
-                 f"to that path:  mkdir -p {path.parent} && curl -L -o {path} {WEIGHTS_URL}\n"
-                 f"or set {WEIGHTS_CONFIG_KEY}=null to use the torch hub cache "
-                 f"({default_weights_path()}).")
+        where = (
+            f"{WEIGHTS_CONFIG_KEY}={weights_path!r} does not exist.\n"
+            f"Download {WEIGHTS_URL}\n"
+            f"to that path:  mkdir -p {path.parent} && curl -L -o {path} {WEIGHTS_URL}\n"
+            f"or set {WEIGHTS_CONFIG_KEY}=null to use the torch hub cache "
+            f"({default_weights_path()})."
+        )
     else:
         path = default_weights_path()
-        where = (f"The InceptionV3 FID weights {WEIGHTS_FILE} are not in the torch hub cache "
-                 f"directory {path.parent} (torch.hub.get_dir()/checkpoints; set by $TORCH_HOME).\n"
-                 f"Download {WEIGHTS_URL}\n"
-                 f"into that directory:  mkdir -p {path.parent} && curl -L -o {path} {WEIGHTS_URL}\n"
-                 f"or point the config key at a copy: {WEIGHTS_CONFIG_KEY}=/path/to/{WEIGHTS_FILE}\n"
-                 "(or use fid=classifier for small grayscale data, which needs no download).")
+        where = (
+            f"The InceptionV3 FID weights {WEIGHTS_FILE} are not in the torch hub cache "
+            f"directory {path.parent} (torch.hub.get_dir()/checkpoints; set by $TORCH_HOME).\n"
+            f"Download {WEIGHTS_URL}\n"
+            f"into that directory:  mkdir -p {path.parent} && curl -L -o {path} {WEIGHTS_URL}\n"
+            f"or point the config key at a copy: {WEIGHTS_CONFIG_KEY}=/path/to/{WEIGHTS_FILE}\n"
+            "(or use fid=classifier for small grayscale data, which needs no download)."
+        )
     if not path.is_file():
         raise FIDWeightsMissing(where)
     size = path.stat().st_size
     if size < _MIN_BYTES:
-        raise FIDWeightsMissing(f"{path} has only {size} bytes (the real file is about 91 MB): a "
-                                f"failed download. Delete it and fetch {WEIGHTS_URL} again.")
+        raise FIDWeightsMissing(
+            f"{path} has only {size} bytes (the real file is about 91 MB): a "
+            f"failed download. Delete it and fetch {WEIGHTS_URL} again."
+        )
     return path
 
 
@@ -85,8 +91,9 @@ class InceptionBackend(FIDBackend):
     name = "inception2048-tf20151205"
     feature_dim = 2048
 
-    def __init__(self, weights_path: str | os.PathLike | None = None, batch_size: int = 200,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self, weights_path: str | os.PathLike | None = None, batch_size: int = 200, device: torch.device | str = "cpu"
+    ):
         """``batch_size``: images per network forward (resized to 299x299 inside)."""
         if batch_size < 1:
             raise ValueError(f"fid.batch_size={batch_size}: must be >= 1")
@@ -94,8 +101,9 @@ class InceptionBackend(FIDBackend):
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         # An explicit path: torch-fidelity loads the file and never downloads.
-        self.net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
-                                               feature_extractor_weights_path=str(path))
+        self.net = FeatureExtractorInceptionV3(
+            "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path)
+        )
         self.net.eval().requires_grad_(False)
         self.net.to(device)
         self.weights_path = path
@@ -105,7 +113,7 @@ class InceptionBackend(FIDBackend):
     def device(self) -> torch.device:
         return next(self.net.parameters()).device
 
-    def to(self, device: torch.device | str) -> "InceptionBackend":
+    def to(self, device: torch.device | str) -> InceptionBackend:
         self.net.to(device)
         return self
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -26,30 +26,36 @@ class StatsFileError(ValueError):
     """A statistics .npz is unreadable or does not match the feature extractor."""
 
 
-def real_stats_path(cache_dir: str | os.PathLike, dataset: str, split: str, image_size: int,
-                    backend_name: str) -> Path:
+def real_stats_path(cache_dir: str | os.PathLike, dataset: str, split: str, image_size: int, backend_name: str) -> Path:
     """``<cache_dir>/fid/stats-<dataset>-<split>-<image_size>-<backend_name>.npz``."""
     for what, value in (("dataset", dataset), ("split", split), ("backend name", backend_name)):
         if not re.fullmatch(r"[A-Za-z0-9_.\-]+", value):
-            raise ValueError(f"real_stats_path: {what} {value!r} must be made of letters, digits "
-                             "and _.- (it becomes part of a file name)")
+            raise ValueError(
+                f"real_stats_path: {what} {value!r} must be made of letters, digits "
+                "and _.- (it becomes part of a file name)"
+            )
     return Path(cache_dir).expanduser() / "fid" / f"stats-{dataset}-{split}-{image_size}-{backend_name}.npz"
 
 
-def save_stats_npz(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, n: int,
-                   backend_name: str) -> Path:
+def save_stats_npz(path: str | os.PathLike, mu: np.ndarray, sigma: np.ndarray, n: int, backend_name: str) -> Path:
     """Write ``mu``, ``sigma`` (float64), ``n`` and ``backend`` atomically (tmp file, os.replace)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, mu=np.asarray(mu, np.float64), sigma=np.asarray(sigma, np.float64),
-             n=np.int64(n), backend=np.str_(backend_name))
+    np.savez(
+        tmp,
+        mu=np.asarray(mu, np.float64),
+        sigma=np.asarray(sigma, np.float64),
+        n=np.int64(n),
+        backend=np.str_(backend_name),
+    )
     os.replace(tmp, path)
     return path
 
 
-def load_stats_npz(path: str | os.PathLike, feature_dim: int,
-                   config_key: str = "fid.stats_path") -> tuple[np.ndarray, np.ndarray]:
+def load_stats_npz(
+    path: str | os.PathLike, feature_dim: int, config_key: str = "fid.stats_path"
+) -> tuple[np.ndarray, np.ndarray]:
     """Read and validate (mu (D,), sigma (D, D)) float64 from ``path``; D must be ``feature_dim``.
 
     Errors raise ``StatsFileError`` naming the file and ``config_key``.
@@ -62,18 +68,23 @@ def load_stats_npz(path: str | os.PathLike, feature_dim: int,
         with np.load(path, allow_pickle=False) as f:
             keys = set(f.files)
             if not {"mu", "sigma"} <= keys:
-                raise StatsFileError(f"FID statistics file {path} has keys {sorted(keys)}, missing "
-                                     f"{sorted({'mu', 'sigma'} - keys)} {hint}")
+                raise StatsFileError(
+                    f"FID statistics file {path} has keys {sorted(keys)}, missing "
+                    f"{sorted({'mu', 'sigma'} - keys)} {hint}"
+                )
             mu = np.asarray(f["mu"], dtype=np.float64)
             sigma = np.asarray(f["sigma"], dtype=np.float64)
     except StatsFileError:
         raise
     except Exception as e:  # noqa: BLE001 - zip/pickle/format errors all mean "not a stats file"
-        raise StatsFileError(f"FID statistics file {path} is not a readable .npz "
-                             f"({type(e).__name__}: {e}) {hint}") from e
+        raise StatsFileError(
+            f"FID statistics file {path} is not a readable .npz ({type(e).__name__}: {e}) {hint}"
+        ) from e
     if mu.shape != (feature_dim,) or sigma.shape != (feature_dim, feature_dim):
-        raise StatsFileError(f"FID statistics file {path} has mu {mu.shape} and sigma {sigma.shape}, "
-                             f"but the feature extractor gives D={feature_dim} features {hint}")
+        raise StatsFileError(
+            f"FID statistics file {path} has mu {mu.shape} and sigma {sigma.shape}, "
+            f"but the feature extractor gives D={feature_dim} features {hint}"
+        )
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
         raise StatsFileError(f"FID statistics file {path} contains NaN or inf {hint}")
     return mu, sigma
@@ -89,10 +100,15 @@ def compute_stats(backend: FIDBackend, batches: Iterable[torch.Tensor]) -> tuple
     return mu, sigma, acc.n
 
 
-def load_or_compute_real_stats(backend: FIDBackend, cache_dir: str | os.PathLike, dataset: str,
-                               split: str, image_size: int,
-                               real_batches: Callable[[], Iterable[torch.Tensor]],
-                               stats_path: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray]:
+def load_or_compute_real_stats(
+    backend: FIDBackend,
+    cache_dir: str | os.PathLike,
+    dataset: str,
+    split: str,
+    image_size: int,
+    real_batches: Callable[[], Iterable[torch.Tensor]],
+    stats_path: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Real statistics: the user's ``stats_path`` if given, else the cache, else computed.
 
     ``real_batches()`` returns an iterator of un-augmented image batches in [0, 1] (e.g.
@@ -105,6 +121,5 @@ def load_or_compute_real_stats(backend: FIDBackend, cache_dir: str | os.PathLike
         return load_stats_npz(path, backend.feature_dim, f"the FID cache (delete {path} to recompute)")
     mu, sigma, n = compute_stats(backend, real_batches())
     save_stats_npz(path, mu, sigma, n, backend.name)
-    log.info("FID real statistics of %s/%s (%d images, %s) cached at %s", dataset, split, n,
-             backend.name, path)
+    log.info("FID real statistics of %s/%s (%d images, %s) cached at %s", dataset, split, n, backend.name, path)
     return mu, sigma

@@ -14,7 +14,7 @@ pooling have no bias, every other conv has one.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from .normalization import ConditionalInstanceNorm2dPlus, InstanceNorm2dPlus
 class LevelNorm(nn.Module):
     """IN++ that takes the level index: CIN++ if ``num_scales`` is given, else plain IN++."""
 
-    def __init__(self, num_features: int, num_scales: Optional[int]):
+    def __init__(self, num_features: int, num_scales: int | None):
         super().__init__()
         self.conditional = num_scales is not None
         if self.conditional:
@@ -56,8 +56,15 @@ class ResidualBlock(nn.Module):
     The first conv keeps the input width, the second maps to ``out_channels`` (as the reference).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, num_scales: Optional[int], dilation: int,
-                 downsample: bool, learned_shortcut: bool):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        num_scales: int | None,
+        dilation: int,
+        downsample: bool,
+        learned_shortcut: bool,
+    ):
         super().__init__()
         if (in_channels != out_channels or downsample) and not learned_shortcut:
             raise ValueError("a residual block that changes channels or resolution needs learned_shortcut")
@@ -92,13 +99,16 @@ def _conv3x3_no_bias(channels: int) -> nn.Conv2d:
 class ResidualConvUnit(nn.Module):
     """RefineNet RCU: ``num_blocks`` residual units, each ([norm], ELU, conv 3x3) twice."""
 
-    def __init__(self, features: int, num_blocks: int, norm_scales: Optional[int], normalize: bool):
+    def __init__(self, features: int, num_blocks: int, norm_scales: int | None, normalize: bool):
         super().__init__()
         num_stages = 2
         self.num_stages = num_stages
         self.convs = nn.ModuleList(_conv3x3_no_bias(features) for _ in range(num_blocks * num_stages))
-        self.norms = (nn.ModuleList(LevelNorm(features, norm_scales) for _ in range(num_blocks * num_stages))
-                      if normalize else None)
+        self.norms = (
+            nn.ModuleList(LevelNorm(features, norm_scales) for _ in range(num_blocks * num_stages))
+            if normalize
+            else None
+        )
         self.act = nn.ELU()
 
     def forward(self, x: torch.Tensor, level_index: torch.Tensor) -> torch.Tensor:
@@ -115,7 +125,7 @@ class ResidualConvUnit(nn.Module):
 class MultiResolutionFusion(nn.Module):
     """RefineNet MRF: per input [norm] and conv 3x3 to ``features``, bilinear upsampling, sum."""
 
-    def __init__(self, in_planes: Sequence[int], features: int, norm_scales: Optional[int], normalize: bool):
+    def __init__(self, in_planes: Sequence[int], features: int, norm_scales: int | None, normalize: bool):
         super().__init__()
         self.convs = nn.ModuleList(nn.Conv2d(c, features, 3, padding=1) for c in in_planes)
         self.norms = nn.ModuleList(LevelNorm(c, norm_scales) for c in in_planes) if normalize else None
@@ -133,12 +143,11 @@ class MultiResolutionFusion(nn.Module):
 class ChainedResidualPooling(nn.Module):
     """RefineNet CRP: ELU, then two chained stages ([norm], 5x5 stride-1 pool, conv), each added."""
 
-    def __init__(self, features: int, norm_scales: Optional[int], normalize: bool, max_pool: bool):
+    def __init__(self, features: int, norm_scales: int | None, normalize: bool, max_pool: bool):
         super().__init__()
         num_stages = 2
         self.convs = nn.ModuleList(_conv3x3_no_bias(features) for _ in range(num_stages))
-        self.norms = (nn.ModuleList(LevelNorm(features, norm_scales) for _ in range(num_stages))
-                      if normalize else None)
+        self.norms = nn.ModuleList(LevelNorm(features, norm_scales) for _ in range(num_stages)) if normalize else None
         pool = nn.MaxPool2d if max_pool else nn.AvgPool2d
         self.pool = pool(kernel_size=5, stride=1, padding=2)
         self.act = nn.ELU()
@@ -162,12 +171,18 @@ class RefineBlock(nn.Module):
     every conv, as NCSN v1; NCSNv2 uses none. ``max_pool``: max (NCSNv2) or average (v1) pooling.
     """
 
-    def __init__(self, in_planes: Sequence[int], features: int, norm_scales: Optional[int], normalize: bool,
-                 max_pool: bool, end: bool):
+    def __init__(
+        self,
+        in_planes: Sequence[int],
+        features: int,
+        norm_scales: int | None,
+        normalize: bool,
+        max_pool: bool,
+        end: bool,
+    ):
         super().__init__()
         self.adapt = nn.ModuleList(ResidualConvUnit(c, 2, norm_scales, normalize) for c in in_planes)
-        self.fusion = (MultiResolutionFusion(in_planes, features, norm_scales, normalize)
-                       if len(in_planes) > 1 else None)
+        self.fusion = MultiResolutionFusion(in_planes, features, norm_scales, normalize) if len(in_planes) > 1 else None
         if self.fusion is None and in_planes[0] != features:
             raise ValueError("a single-input RefineBlock must keep the channel count")
         self.pooling = ChainedResidualPooling(features, norm_scales, normalize, max_pool)

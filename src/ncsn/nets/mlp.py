@@ -14,8 +14,9 @@ class ConditionalMLP(nn.Module):
     network predicts sigma_i * score, which is O(1) at every level.
     """
 
-    def __init__(self, sigmas: torch.Tensor, dim: int = 2, hidden: int = 128, num_layers: int = 3,
-                 scale_by_sigma: bool = True):
+    def __init__(
+        self, sigmas: torch.Tensor, dim: int = 2, hidden: int = 128, num_layers: int = 3, scale_by_sigma: bool = True
+    ):
         super().__init__()
         if num_layers < 1 or hidden < 1:
             raise ValueError(f"model.num_layers={num_layers} and model.hidden={hidden} must be >= 1")

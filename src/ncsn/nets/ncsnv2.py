@@ -13,22 +13,19 @@ The reference uses plain NCSNv2 for CIFAR-10 (32 px) and CelebA (64 px).
 
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 from torch import nn
 
 from .refinenet import NCSN_STAGES, RefineNetCascade, StageSpec
 
 # NCSNv2Deeper: res2 and res3 downsample, res4 (4 ngf) and res5 are dilated by 2 and 4.
-DEEPER_STAGES: Tuple[StageSpec, ...] = (
-    (1, False, 1), (2, True, 1), (2, True, 1), (4, False, 2), (4, False, 4))
+DEEPER_STAGES: tuple[StageSpec, ...] = ((1, False, 1), (2, True, 1), (2, True, 1), (4, False, 2), (4, False, 4))
 
 
 class _SigmaScaledRefineNet(nn.Module):
     """The unconditional cascade ``f(x)``; ``forward`` returns f(x) / sigma_i."""
 
-    def __init__(self, sigmas: torch.Tensor, in_channels: int, ngf: int, stages: Tuple[StageSpec, ...]):
+    def __init__(self, sigmas: torch.Tensor, in_channels: int, ngf: int, stages: tuple[StageSpec, ...]):
         super().__init__()
         self.register_buffer("sigmas", torch.as_tensor(sigmas, dtype=torch.float32).clone())
         self.body = RefineNetCascade(in_channels, ngf, None, refine_norm=False, max_pool=True, stages=stages)

@@ -16,7 +16,7 @@ paper text, we follow the code:
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -24,10 +24,10 @@ from torch import nn
 from .layers import LevelNorm, RefineBlock, ResidualBlock
 
 # (channel multiple of ngf, downsample x2, dilation) of each encoder stage.
-StageSpec = Tuple[int, bool, int]
+StageSpec = tuple[int, bool, int]
 
 # NCSN / NCSNv2: 4 stages, one downsampling (res2), then dilation 2 and 4 (res3, res4).
-NCSN_STAGES: Tuple[StageSpec, ...] = ((1, False, 1), (2, True, 1), (2, False, 2), (2, False, 4))
+NCSN_STAGES: tuple[StageSpec, ...] = ((1, False, 1), (2, True, 1), (2, False, 2), (2, False, 4))
 
 
 class RefineNetCascade(nn.Module):
@@ -40,8 +40,15 @@ class RefineNetCascade(nn.Module):
     The RefineNet block of stage k outputs the channels of stage k-1 (of stage 0 for the last).
     """
 
-    def __init__(self, in_channels: int, ngf: int, num_scales: Optional[int], refine_norm: bool,
-                 max_pool: bool, stages: Sequence[StageSpec]):
+    def __init__(
+        self,
+        in_channels: int,
+        ngf: int,
+        num_scales: int | None,
+        refine_norm: bool,
+        max_pool: bool,
+        stages: Sequence[StageSpec],
+    ):
         super().__init__()
         if ngf < 1 or in_channels < 1:
             raise ValueError(f"model.ngf={ngf} and model.in_channels={in_channels} must be >= 1")
@@ -93,8 +100,9 @@ class CondRefineNetDilated(nn.Module):
     def __init__(self, sigmas: torch.Tensor, in_channels: int = 3, ngf: int = 128):
         super().__init__()
         self.register_buffer("sigmas", torch.as_tensor(sigmas, dtype=torch.float32).clone())
-        self.body = RefineNetCascade(in_channels, ngf, len(self.sigmas), refine_norm=True, max_pool=False,
-                                     stages=NCSN_STAGES)
+        self.body = RefineNetCascade(
+            in_channels, ngf, len(self.sigmas), refine_norm=True, max_pool=False, stages=NCSN_STAGES
+        )
 
     def forward(self, x: torch.Tensor, level_index: torch.Tensor) -> torch.Tensor:
         return self.body(x, level_index)

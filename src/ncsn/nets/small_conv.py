@@ -30,8 +30,14 @@ class _CondResBlock(nn.Module):
 class SmallConvScoreNet(nn.Module):
     """Begin conv, ``num_blocks`` conditional residual blocks (dilations 1, 2, 1, 2, ...), end conv."""
 
-    def __init__(self, sigmas: torch.Tensor, in_channels: int = 1, ngf: int = 64, num_blocks: int = 4,
-                 scale_by_sigma: bool = True):
+    def __init__(
+        self,
+        sigmas: torch.Tensor,
+        in_channels: int = 1,
+        ngf: int = 64,
+        num_blocks: int = 4,
+        scale_by_sigma: bool = True,
+    ):
         super().__init__()
         if ngf < 2 or num_blocks < 1:
             raise ValueError(f"model.ngf={ngf} must be >= 2 and model.num_blocks={num_blocks} >= 1")

@@ -43,8 +43,10 @@ def build_net(model_cfg: DictConfig, sigmas: torch.Tensor):
 def build_datamodule(cfg: DictConfig, world_size: int):
     """The data module with the per-device batch size (data.batch_size is the global batch)."""
     if cfg.data.batch_size % world_size:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is invalid: must be divisible by the "
-                          f"number of processes ({world_size} = trainer.devices x trainer.num_nodes)")
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} is invalid: must be divisible by the "
+            f"number of processes ({world_size} = trainer.devices x trainer.num_nodes)"
+        )
     with user_errors("data"):
         return instantiate(cfg.data, batch_size=cfg.data.batch_size // world_size)
 
@@ -61,8 +63,12 @@ def check_net_matches_data(net, data_shape: tuple) -> None:
         with torch.no_grad():
             out = net(x, torch.zeros(1, dtype=torch.long))
     except RuntimeError as e:
-        raise ConfigError(f"model does not fit data of shape {tuple(data_shape)} "
-                          f"(check model.in_channels and data.image_size): {str(e).splitlines()[0]}") from None
+        raise ConfigError(
+            f"model does not fit data of shape {tuple(data_shape)} "
+            f"(check model.in_channels and data.image_size): {str(e).splitlines()[0]}"
+        ) from None
     if tuple(out.shape) != tuple(x.shape):
-        raise ConfigError(f"model output shape {tuple(out.shape[1:])} differs from the data shape "
-                          f"{tuple(data_shape)} (check model.in_channels and data.image_size)")
+        raise ConfigError(
+            f"model output shape {tuple(out.shape[1:])} differs from the data shape "
+            f"{tuple(data_shape)} (check model.in_channels and data.image_size)"
+        )

@@ -20,11 +20,15 @@ def load_checkpoint(path: str | Path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
-        raise ConfigError(f"ckpt_path={str(path)!r}: refused, not a plain weights-only checkpoint "
-                          f"(it holds objects that would run code when loaded, or is corrupt): {first}") from None
+        raise ConfigError(
+            f"ckpt_path={str(path)!r}: refused, not a plain weights-only checkpoint "
+            f"(it holds objects that would run code when loaded, or is corrupt): {first}"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise ConfigError(f"ckpt_path={str(path)!r}: unreadable or truncated checkpoint "
-                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ConfigError(
+            f"ckpt_path={str(path)!r}: unreadable or truncated checkpoint "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ConfigError(f"ckpt_path={str(path)!r}: not a Lightning checkpoint of this project (no state_dict)")
     return ckpt
@@ -33,10 +37,10 @@ def load_checkpoint(path: str | Path) -> dict:
 def net_state_dict(ckpt: dict, prefer_ema: bool = True) -> dict:
     """The network's weights from a ScoreModel checkpoint: the EMA copy when present."""
     sd = ckpt["state_dict"]
-    ema = {k[len("ema.module."):]: v for k, v in sd.items() if k.startswith("ema.module.")}
+    ema = {k[len("ema.module.") :]: v for k, v in sd.items() if k.startswith("ema.module.")}
     if prefer_ema and ema:
         return ema
-    return {k[len("net."):]: v for k, v in sd.items() if k.startswith("net.")}
+    return {k[len("net.") :]: v for k, v in sd.items() if k.startswith("net.")}
 
 
 def check_architecture(net: torch.nn.Module, weights: dict, path) -> None:
@@ -44,8 +48,11 @@ def check_architecture(net: torch.nn.Module, weights: dict, path) -> None:
     own = net.state_dict()
     missing = [k for k in own if k not in weights]
     unexpected = [k for k in weights if k not in own]
-    shape = [f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}" for k in own
-             if k in weights and weights[k].shape != own[k].shape]
+    shape = [
+        f"{k} {tuple(weights[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in weights and weights[k].shape != own[k].shape
+    ]
     if missing or unexpected or shape:
         parts = []
         for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shape)):

@@ -91,22 +91,32 @@ def validate_train(cfg: DictConfig) -> None:
     need(cfg, "optim.fused", lambda v: v in (True, False, "auto"), "true, false or auto")
     need(cfg, "speed.channels_last", lambda v: isinstance(v, bool), "true or false")
     need(cfg, "speed.compile", lambda v: isinstance(v, bool), "true or false")
-    need(cfg, "speed.compile_mode", lambda v: v in (None, "default", "reduce-overhead", "max-autotune",
-                                                    "max-autotune-no-cudagraphs"),
-         "null, default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs")
+    need(
+        cfg,
+        "speed.compile_mode",
+        lambda v: v in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+        "null, default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs",
+    )
     need(cfg, "data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1")
     if "num_workers" in cfg.data:
         need(cfg, "data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0")
     need(cfg, "trainer.max_steps", lambda v: _int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1")
-    need(cfg, "trainer.max_epochs", lambda v: v is None or (_int(v) and (v >= 1 or v == -1)),
-         "null, -1 or an integer >= 1")
+    need(
+        cfg,
+        "trainer.max_epochs",
+        lambda v: v is None or (_int(v) and (v >= 1 or v == -1)),
+        "null, -1 or an integer >= 1",
+    )
     need(cfg, "trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {PRECISIONS}")
     need(cfg, "trainer.gradient_clip_val", lambda v: v is None or (_num(v) and v > 0), "null or a number > 0")
     need(cfg, "trainer.accumulate_grad_batches", lambda v: _int(v) and v >= 1, "an integer >= 1")
-    need(cfg, "trainer.check_val_every_n_epoch", lambda v: v is None or (_int(v) and v >= 1),
-         "null or an integer >= 1")
-    need(cfg, "trainer.devices", lambda v: v == "auto" or (_int(v) and (v >= 1 or v == -1)) or
-         isinstance(v, ListConfig), "'auto', -1, an integer >= 1 or a list of device ids")
+    need(cfg, "trainer.check_val_every_n_epoch", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1")
+    need(
+        cfg,
+        "trainer.devices",
+        lambda v: v == "auto" or (_int(v) and (v >= 1 or v == -1)) or isinstance(v, ListConfig),
+        "'auto', -1, an integer >= 1 or a list of device ids",
+    )
     need(cfg, "trainer.num_nodes", lambda v: _int(v) and v >= 1, "an integer >= 1")
     for key in ("every_n_train_steps", "every_n_epochs"):
         if _get(cfg, f"callbacks.checkpoint.{key}") is not None:
@@ -117,13 +127,17 @@ def validate_train(cfg: DictConfig) -> None:
     callbacks = cfg.get("callbacks") or {}
     if callbacks.get("best") is not None and callbacks.best.get("monitor") in ("fid", "fid/denoised", "fid/no_denoise"):
         if not fid_on or callbacks.get("samples") is None:
-            raise ConfigError(f"callbacks.best.monitor={callbacks.best.monitor!r} needs FID: set fid=classifier or "
-                              "fid=inception (and keep callbacks.samples), or callbacks.best=null")
+            raise ConfigError(
+                f"callbacks.best.monitor={callbacks.best.monitor!r} needs FID: set fid=classifier or "
+                "fid=inception (and keep callbacks.samples), or callbacks.best=null"
+            )
     if fid_on and callbacks.get("samples") is not None:
         every, val_every = callbacks.samples.every_n_epochs, _get(cfg, "trainer.check_val_every_n_epoch") or 1
         if every % val_every:
-            raise ConfigError(f"callbacks.samples.every_n_epochs={every} is invalid: must be a multiple of "
-                              f"trainer.check_val_every_n_epoch={val_every} (samples and FID run after validation)")
+            raise ConfigError(
+                f"callbacks.samples.every_n_epochs={every} is invalid: must be a multiple of "
+                f"trainer.check_val_every_n_epoch={val_every} (samples and FID run after validation)"
+            )
     check_targets(cfg)
 
 
@@ -131,8 +145,12 @@ def validate_sample(cfg: DictConfig) -> None:
     """sample.py's own keys (the sampler's are checked when it is built)."""
     need(cfg, "ckpt_path", lambda v: isinstance(v, str) and v, "a path to a checkpoint")
     need(cfg, "seed", _int, "an integer")
-    need(cfg, "device", lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),
-         "auto, cpu, cuda or cuda:N")
+    need(
+        cfg,
+        "device",
+        lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),
+        "auto, cpu, cuda or cuda:N",
+    )
     need(cfg, "torch_threads", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1")
     need(cfg, "nnpack", lambda v: isinstance(v, bool), "true or false")
     modes = ("samples", "fid", "inpaint", "interpolate", "progression", "toy_figure")
@@ -159,8 +177,12 @@ def validate_sigmas(cfg: DictConfig) -> None:
         return
     need(cfg, "sigmas.num_scales", lambda v: _int(v) and v >= 1, "an integer >= 1")
     if cfg.sigmas.num_scales > 1:
-        need(cfg, "sigmas.sigma_begin", lambda v: _num(v) and v > cfg.sigmas.sigma_end,
-             f"a number > sigmas.sigma_end={cfg.sigmas.sigma_end} (index 0 is the largest sigma)")
+        need(
+            cfg,
+            "sigmas.sigma_begin",
+            lambda v: _num(v) and v > cfg.sigmas.sigma_end,
+            f"a number > sigmas.sigma_end={cfg.sigmas.sigma_end} (index 0 is the largest sigma)",
+        )
 
 
 # -- the run directory's record -----------------------------------------------------------
@@ -201,11 +223,15 @@ def record_run_config(run_dir: Path, resolved: dict, overrides: list[str], allow
             raise ConfigError(f"{path}: the run directory's saved config cannot be read ({e})") from None
         diff = config_differences(old, resolved)
         if diff and not allow_change:
-            shown = ", ".join(f"{k}: {_flatten(old).get(k, '<absent>')!r} -> {_flatten(resolved).get(k, '<absent>')!r}"
-                              for k in diff[:5])
-            raise ConfigError(f"run directory {run_dir} already holds a different config ({shown}"
-                              f"{', ...' if len(diff) > 5 else ''}); use a new run directory, "
-                              "or allow_config_change=true to continue it anyway")
+            shown = ", ".join(
+                f"{k}: {_flatten(old).get(k, '<absent>')!r} -> {_flatten(resolved).get(k, '<absent>')!r}"
+                for k in diff[:5]
+            )
+            raise ConfigError(
+                f"run directory {run_dir} already holds a different config ({shown}"
+                f"{', ...' if len(diff) > 5 else ''}); use a new run directory, "
+                "or allow_config_change=true to continue it anyway"
+            )
         if diff:
             backup = path.with_name(f"config.before-{len(list(path.parent.glob('config.before-*'))) + 1}.yaml")
             os.replace(path, backup)

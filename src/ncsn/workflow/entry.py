@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from omegaconf import DictConfig
 
-from ..lit import NonFiniteLossError
+from ..training.score_model import NonFiniteLossError
 from .config import ConfigError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_DIVERGED = 0, 2, 3

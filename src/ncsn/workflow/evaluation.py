@@ -40,15 +40,22 @@ def build_fid_for(fid_cfg: DictConfig, datamodule, device: str = "cpu"):
     if fid_cfg is None or fid_cfg.backend == "none":
         return None
     if len(datamodule.data_shape) != 3:
-        raise ConfigError(f"fid.backend={fid_cfg.backend!r} needs image data; use fid=none for "
-                          f"data of shape {tuple(datamodule.data_shape)}")
+        raise ConfigError(
+            f"fid.backend={fid_cfg.backend!r} needs image data; use fid=none for "
+            f"data of shape {tuple(datamodule.data_shape)}"
+        )
     if hasattr(datamodule, "prepare_data"):
         datamodule.prepare_data()
     try:
-        return build_fid(**OmegaConf.to_container(fid_cfg, resolve=True), dataset=dataset_name(datamodule),
-                         split="train", image_size=int(datamodule.data_shape[-1]),
-                         real_batches=lambda: datamodule.iter_unaugmented("train"),
-                         load_train_arrays=lambda: train_arrays(datamodule), device=device)
+        return build_fid(
+            **OmegaConf.to_container(fid_cfg, resolve=True),
+            dataset=dataset_name(datamodule),
+            split="train",
+            image_size=int(datamodule.data_shape[-1]),
+            real_batches=lambda: datamodule.iter_unaugmented("train"),
+            load_train_arrays=lambda: train_arrays(datamodule),
+            device=device,
+        )
     except (FIDWeightsMissing, StatsFileError, DataError) as e:
         raise ConfigError(str(e)) from None
     except (ValueError, TypeError) as e:

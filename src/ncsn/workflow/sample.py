@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..callbacks import save_samples_figure
+from ..figures import save_samples_figure
 from ..speed import nnpack_convs
 from .build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data
 from .checkpoints import check_architecture, load_checkpoint, net_state_dict
@@ -23,8 +23,10 @@ def load_run(ckpt_path: str, device: str = "cpu"):
     ckpt = load_checkpoint(ckpt_path)
     saved = (ckpt.get("hyper_parameters") or {}).get("config")
     if not saved:
-        raise ConfigError(f"ckpt_path={ckpt_path!r}: the checkpoint carries no saved config "
-                          "(was it written by this project's train.py?)")
+        raise ConfigError(
+            f"ckpt_path={ckpt_path!r}: the checkpoint carries no saved config "
+            "(was it written by this project's train.py?)"
+        )
     train_cfg = OmegaConf.create(saved)
     validate_sigmas(train_cfg)
     sigmas = build_sigmas(train_cfg)
@@ -76,8 +78,11 @@ def sample(cfg: DictConfig) -> dict:
         if cfg.mode not in MODES:
             raise ConfigError(f"mode={cfg.mode!r} is invalid: must be one of {('samples', *MODES)}")
         results = {"status": "finished", "mode": cfg.mode, "ckpt_path": str(cfg.ckpt_path)}
-        results.update(MODES[cfg.mode](*((cfg, train_cfg) if cfg.mode == "fid" else (cfg,)), net, datamodule,
-                                       sampler, out_dir, device))
+        results.update(
+            MODES[cfg.mode](
+                *((cfg, train_cfg) if cfg.mode == "fid" else (cfg,)), net, datamodule, sampler, out_dir, device
+            )
+        )
         atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
         return results
 
@@ -95,8 +100,13 @@ def sample(cfg: DictConfig) -> dict:
     if samples.dim() == 2:
         datamodule.setup("fit")
     save_samples_figure(samples, out_dir / "samples.png", datamodule)
-    results = {"status": "finished", "n_samples": len(samples), "time_s": elapsed,
-               "images_per_s": len(samples) / max(elapsed, 1e-9), "ckpt_path": str(cfg.ckpt_path)}
+    results = {
+        "status": "finished",
+        "n_samples": len(samples),
+        "time_s": elapsed,
+        "images_per_s": len(samples) / max(elapsed, 1e-9),
+        "ckpt_path": str(cfg.ckpt_path),
+    }
     mixture = getattr(datamodule, "mixture", None)
     if mixture is not None:
         w = mixture.mode_weights(samples)

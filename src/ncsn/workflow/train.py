@@ -18,17 +18,16 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from ..callbacks import save_samples_figure
-from ..checkpoint_io import AtomicCheckpointIO
-from ..figures import toy_figure
 from ..data.base import DataError
-from ..lit import ScoreModel
+from ..figures import save_samples_figure, toy_figure
 from ..noise_design import design_noise
 from ..speed import to_channels_last
+from ..training.checkpoint_io import AtomicCheckpointIO
+from ..training.score_model import ScoreModel
 from .build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data, user_errors
 from .checkpoints import resolve_resume
-from .evaluation import build_training_fid, check_fid_weights
 from .config import ConfigError, atomic_write_text, record_run_config, validate_sigmas, validate_train
+from .evaluation import build_training_fid, check_fid_weights
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +73,9 @@ def apply_noise_design(cfg: DictConfig, datamodule) -> None:
         datamodule.prepare_data()
     datamodule.setup("fit")
     try:
-        design = design_noise(datamodule.train_set, cfg.sigmas.sigma_end, nd.overlap, cfg.sampler.n_steps_each,
-                              nd.sample_size, cfg.seed)
+        design = design_noise(
+            datamodule.train_set, cfg.sigmas.sigma_end, nd.overlap, cfg.sampler.n_steps_each, nd.sample_size, cfg.seed
+        )
     except ValueError as e:
         raise ConfigError(f"sigmas.kind=auto: {e}") from None
     with open_dict(cfg):
@@ -84,10 +84,17 @@ def apply_noise_design(cfg: DictConfig, datamodule) -> None:
         cfg.sigmas.num_scales = int(design["num_scales"])
         if nd.set_step_lr:
             cfg.sampler.step_lr = float(design["step_lr"])
-    log.info("sigmas.kind=auto (NCSNv2 techniques 1, 2, 4): sigma_begin=%.4g sigma_end=%.4g num_scales=%d "
-             "gamma=%.5f overlap=%.4f step_lr=%.3g%s", design["sigma_begin"], design["sigma_end"],
-             design["num_scales"], design["gamma"], design["overlap"], design["step_lr"],
-             "" if nd.set_step_lr else " (not applied: noise_design.set_step_lr=false)")
+    log.info(
+        "sigmas.kind=auto (NCSNv2 techniques 1, 2, 4): sigma_begin=%.4g sigma_end=%.4g num_scales=%d "
+        "gamma=%.5f overlap=%.4f step_lr=%.3g%s",
+        design["sigma_begin"],
+        design["sigma_end"],
+        design["num_scales"],
+        design["gamma"],
+        design["overlap"],
+        design["step_lr"],
+        "" if nd.set_step_lr else " (not applied: noise_design.set_step_lr=false)",
+    )
     validate_sigmas(cfg)
 
 
@@ -165,20 +172,37 @@ def _train(cfg: DictConfig) -> dict:
             callbacks.append(instantiate(node, fid=fid) if key == "samples" else instantiate(node))
     loggers = build_loggers(cfg, group, name)
     with user_errors("trainer"):
-        trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                              default_root_dir=str(run_dir), plugins=[AtomicCheckpointIO()])
+        trainer = instantiate(
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers or False,
+            default_root_dir=str(run_dir),
+            plugins=[AtomicCheckpointIO()],
+        )
 
     if rank_zero_only.rank == 0:
         record_run_config(run_dir, resolved, overrides, cfg.allow_config_change)
     else:  # each other rank records what it runs (its own file; shared files are rank 0's)
-        atomic_write_text(run_dir / ".hydra" / f"config.rank{rank_zero_only.rank}.yaml",
-                          OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        atomic_write_text(
+            run_dir / ".hydra" / f"config.rank{rank_zero_only.rank}.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved))
+        )
     pin_ddp_children_to_this_job(run_dir)
-    model = ScoreModel(net, lr=cfg.optim.lr, beta1=cfg.optim.beta1, beta2=cfg.optim.beta2, eps=cfg.optim.eps,
-                       weight_decay=cfg.optim.weight_decay, amsgrad=cfg.optim.amsgrad,
-                       ema_decay=cfg.optim.ema_decay, anneal_power=cfg.anneal_power,
-                       on_nonfinite=cfg.on_nonfinite, fused=cfg.optim.fused, compile_net=cfg.speed.compile,
-                       compile_mode=cfg.speed.compile_mode, config=resolved)
+    model = ScoreModel(
+        net,
+        lr=cfg.optim.lr,
+        beta1=cfg.optim.beta1,
+        beta2=cfg.optim.beta2,
+        eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+        amsgrad=cfg.optim.amsgrad,
+        ema_decay=cfg.optim.ema_decay,
+        anneal_power=cfg.anneal_power,
+        on_nonfinite=cfg.on_nonfinite,
+        fused=cfg.optim.fused,
+        compile_net=cfg.speed.compile,
+        compile_mode=cfg.speed.compile_mode,
+        config=resolved,
+    )
     status, error = "finished", None
     try:
         with warnings.catch_warnings():
@@ -197,7 +221,9 @@ def _train(cfg: DictConfig) -> dict:
     finally:
         results = {}
         if trainer.is_global_zero:
-            results = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+            results = {
+                k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
+            }
             results.update(status=status, global_step=trainer.global_step, epoch=trainer.current_epoch)
             if error:
                 results["error"] = error
@@ -231,9 +257,17 @@ def final_samples(cfg: DictConfig, model: ScoreModel, datamodule, run_dir: Path,
         out["toy/mode_weights"] = [round(float(v), 4) for v in w]
         out["toy/weight_error"] = float((w - mixture.weights).abs().max())
         # NCSN Fig. 3: data, plain and annealed Langevin with exact scores, the learned score field
-        weights = toy_figure(mixture, model.sigmas.cpu(), sampler.wrap(net.cpu()),
-                             run_dir / "samples" / "toy_figure.png",
-                             n=sampler.n_samples, step_lr=sampler.step_lr, n_steps_each=sampler.n_steps_each,
-                             seed=cfg.seed, init_low=sampler.init_low, init_high=sampler.init_high)
+        weights = toy_figure(
+            mixture,
+            model.sigmas.cpu(),
+            sampler.wrap(net.cpu()),
+            run_dir / "samples" / "toy_figure.png",
+            n=sampler.n_samples,
+            step_lr=sampler.step_lr,
+            n_steps_each=sampler.n_steps_each,
+            seed=cfg.seed,
+            init_low=sampler.init_low,
+            init_high=sampler.init_high,
+        )
         out.update({f"toy/figure_{k}": v for k, v in weights.items()})
     return out

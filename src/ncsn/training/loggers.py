@@ -47,12 +47,21 @@ def resolve_mode(mode: str) -> str:
     return "online" if _has_credentials() and _server_reachable() else "offline"
 
 
-def make_wandb_logger(save_dir: str, project: str, entity: str | None, mode: str, group: str | None,
-                      name: str | None, tags: list) -> WandbLogger:
+def make_wandb_logger(
+    save_dir: str, project: str, entity: str | None, mode: str, group: str | None, name: str | None, tags: list
+) -> WandbLogger:
     resolved = resolve_mode(mode)
     os.makedirs(save_dir, exist_ok=True)
-    return WandbLogger(save_dir=save_dir, project=project, entity=entity, group=group, name=name,
-                       tags=list(tags), offline=resolved == "offline", mode=resolved)
+    return WandbLogger(
+        save_dir=save_dir,
+        project=project,
+        entity=entity,
+        group=group,
+        name=name,
+        tags=list(tags),
+        offline=resolved == "offline",
+        mode=resolved,
+    )
 
 
 class _AppendingWriter(ExperimentWriter):

@@ -31,4 +31,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def load_checkpoint(self, path, map_location=None, weights_only: bool | None = True) -> dict:
         # Weights-only unless a caller explicitly asks otherwise: never unpickle arbitrary objects.
-        return torch.load(path, map_location=map_location or "cpu", weights_only=True if weights_only is None else weights_only)
+        return torch.load(
+            path, map_location=map_location or "cpu", weights_only=True if weights_only is None else weights_only
+        )

@@ -11,7 +11,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from .sampling import Sampler
+from ..figures import save_samples_figure
+from ..sampling import Sampler
 
 
 def log_image_file(trainer: L.Trainer, key: str, path: Path) -> None:
@@ -31,8 +32,17 @@ class SampleCallback(Callback):
     ``fid/denoised`` and ``fid/no_denoise``.
     """
 
-    def __init__(self, sampler: Sampler, out_dir: str, every_n_epochs: int = 1, seed: int = 0,
-                 fid_samples: int = 1000, fid_batch_size: int = 500, denoise_both: bool = False, fid=None):
+    def __init__(
+        self,
+        sampler: Sampler,
+        out_dir: str,
+        every_n_epochs: int = 1,
+        seed: int = 0,
+        fid_samples: int = 1000,
+        fid_batch_size: int = 500,
+        denoise_both: bool = False,
+        fid=None,
+    ):
         if every_n_epochs < 1:
             raise ValueError(f"callbacks.samples.every_n_epochs={every_n_epochs} must be >= 1")
         if fid_samples < 2:
@@ -55,17 +65,25 @@ class SampleCallback(Callback):
         was_training = net.training
         net.eval()
         start = time.perf_counter()
-        res = self.sampler(net, pl_module.sigmas, tuple(trainer.datamodule.data_shape), g, pl_module.device,
-                           n=n_local, progress=trainer.is_global_zero,
-                           denoise=True if (self.fid is not None and self.denoise_both) else None)
+        res = self.sampler(
+            net,
+            pl_module.sigmas,
+            tuple(trainer.datamodule.data_shape),
+            g,
+            pl_module.device,
+            n=n_local,
+            progress=trainer.is_global_zero,
+            denoise=True if (self.fid is not None and self.denoise_both) else None,
+        )
         elapsed = time.perf_counter() - start
         net.train(was_training)
         pl_module.log("sample/time_s", elapsed, rank_zero_only=True)
         if self.fid is not None:
             for name, value in self.compute_fid(trainer, pl_module, res).items():
                 pl_module.log(name, value, rank_zero_only=True)
-        configured = res.samples if (self.sampler.denoise or not self.denoise_both or self.fid is None) \
-            else res.before_denoise
+        configured = (
+            res.samples if (self.sampler.denoise or not self.denoise_both or self.fid is None) else res.before_denoise
+        )
         grid = configured[: self.sampler.n_samples]
         if world > 1:
             grid = pl_module.all_gather(grid).flatten(0, 1)[: self.sampler.n_samples]
@@ -77,8 +95,11 @@ class SampleCallback(Callback):
     def compute_fid(self, trainer, pl_module, res) -> dict:
         """FID of every rank's samples together (the statistics are summed across ranks)."""
         self.fid.to(pl_module.device)
-        sets = {"fid/denoised": res.samples, "fid/no_denoise": res.before_denoise} if self.denoise_both \
+        sets = (
+            {"fid/denoised": res.samples, "fid/no_denoise": res.before_denoise}
+            if self.denoise_both
             else {"fid": res.samples}
+        )
         out = {}
         for name, images in sets.items():
             self.fid.reset()
@@ -104,20 +125,3 @@ class PreemptionCheckpoint(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(self.dirpath / "last.ckpt")
-
-
-def save_samples_figure(samples: torch.Tensor, path: Path, datamodule=None) -> None:
-    """A PNG grid of images in [0, 1], or a scatter plot of 2-D samples over the data."""
-    from .figures import save_grid, scatter_samples
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    samples = samples.detach().float().cpu()
-    if samples.dim() == 2:
-        data = datamodule.val_set.tensors[0] if datamodule is not None and datamodule.val_set is not None else None
-        scatter_samples(samples, data, path)
-    else:
-        images = samples.clamp(0, 1)
-        if images.shape[-1] < 32:  # small images (8x8 digits) are enlarged so a person can read them
-            factor = -(-32 // images.shape[-1])
-            images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
-        save_grid(images, path, nrow=int(max(1, round(len(samples) ** 0.5))))

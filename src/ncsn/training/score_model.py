@@ -7,42 +7,16 @@ Thin glue: the loss is ``ncsn.losses.dsm_loss``, the noise levels are the networ
 
 from __future__ import annotations
 
-import random
-
 import lightning as L
-import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .losses import dsm_loss, per_level_mean
-from .speed import adam_kwargs, maybe_compile
+from ..losses import dsm_loss, per_level_mean
+from ..speed import adam_kwargs, maybe_compile
+from .resume import capture_rng_states, restore_rng_states, resume_where_fit_stopped
 
 NONFINITE_POLICIES = ("raise", "skip")
-
-
-def capture_rng_states() -> dict:
-    """Python, NumPy and torch (CPU, CUDA) generator states as plain tensors and numbers, so a
-    checkpoint holding them still loads with torch's weights-only unpickler."""
-    np_state = np.random.get_state()
-    states = {
-        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def restore_rng_states(states: dict) -> None:
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, *rest = states["numpy"]
-    np.random.set_state((name, keys.numpy(), *rest))
-    torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class NonFiniteLossError(RuntimeError):
@@ -115,8 +89,10 @@ class ScoreModel(L.LightningModule):
         if not torch.isfinite(out.loss):
             bad = torch.unique(out.level_index[~torch.isfinite(out.per_example)]).tolist()
             sig = [round(float(self.sigmas[i]), 6) for i in bad]
-            msg = (f"non-finite DSM loss at global step {self.global_step} (epoch {self.current_epoch}); "
-                   f"offending noise level indices {bad} (sigma {sig})")
+            msg = (
+                f"non-finite DSM loss at global step {self.global_step} (epoch {self.current_epoch}); "
+                f"offending noise level indices {bad} (sigma {sig})"
+            )
             if self.on_nonfinite == "raise":
                 raise NonFiniteLossError(msg + ". Set on_nonfinite=skip to skip such batches.")
             self.skipped_batches += 1
@@ -126,9 +102,15 @@ class ScoreModel(L.LightningModule):
         return out.loss
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas, eps=self.eps,
-                                weight_decay=self.weight_decay, amsgrad=self.amsgrad,
-                                **adam_kwargs(self.device, self.fused))
+        return torch.optim.Adam(
+            self.net.parameters(),
+            lr=self.lr,
+            betas=self.betas,
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+            amsgrad=self.amsgrad,
+            **adam_kwargs(self.device, self.fused),
+        )
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
@@ -159,34 +141,3 @@ class ScoreModel(L.LightningModule):
         for i in range(len(sums)):
             if counts[i] > 0:
                 self.log(f"val/loss_level_{i:03d}", (sums[i] / counts[i]).float())
-
-
-def resume_where_fit_stopped(checkpoint: dict) -> None:
-    """Workaround for Lightning 2.6 (called before it restores its loops from ``checkpoint``).
-
-    ``last.ckpt`` written at the end of ``fit`` (stopped by ``max_steps``) records the epoch as
-    finished but keeps its batch counter. Restored as is, Lightning starts the next epoch and ends
-    it early by that many batches, so "the same command, longer" would train on other batches than
-    a straight run. When no epoch is in progress but the batch counter is not zero:
-
-    * the epoch did end (its last batch was trained): zero the counter, the next epoch runs whole;
-    * ``max_steps`` stopped it mid-epoch: record the state Lightning writes after a training batch
-      (epoch started, not finished; the last batch not yet counted as completed), so the run resumes
-      that epoch where it stopped (and ``data.base.train_loader`` skips the batches already trained).
-    """
-    loop = (checkpoint.get("loops") or {}).get("fit_loop")
-    if not loop or "epoch_progress" not in loop or "epoch_loop.batch_progress" not in loop:
-        return
-    epochs, batches = loop["epoch_progress"], loop["epoch_loop.batch_progress"]
-    e, b = epochs["current"], batches["current"]
-    if not (e["ready"] == e["started"] == e["processed"] == e["completed"] and b["ready"]):
-        return
-    if batches["is_last_batch"]:
-        batches["current"] = {k: 0 for k in b}
-        batches["is_last_batch"] = False
-    elif e["completed"] > 0 and b["completed"] == b["processed"] == b["ready"]:
-        for progress in (epochs["current"], epochs["total"]):
-            progress["processed"] -= 1
-            progress["completed"] -= 1
-        for progress in (batches["current"], batches["total"]):
-            progress["completed"] -= 1
