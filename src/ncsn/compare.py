@@ -31,6 +31,8 @@ from pathlib import Path
 
 import yaml
 
+from .checks import flatten
+
 #: fnmatch patterns of flattened config keys that are never treated as sweep settings.
 IGNORE = ("hydra", "hydra.*", "paths", "paths.*", "*dir", "*_path", "*.path", "path")
 
@@ -63,19 +65,6 @@ class Comparison:
 
 
 # -- reading ----------------------------------------------------------------------------------
-def flatten(d, prefix: str = "") -> dict:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists stay values."""
-    out = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            key = f"{prefix}.{k}" if prefix else str(k)
-            if isinstance(v, dict) and v:
-                out.update(flatten(v, key))
-            else:
-                out[key] = v
-    return out
-
-
 def _load_config(path: Path) -> dict:
     """The config as a plain dict; interpolations are resolved where OmegaConf can."""
     try:

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import torch
 from tqdm.auto import tqdm
 
+from .checks import is_int, is_number
 from .speed import maybe_compile, score_autocast
 
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -140,13 +141,13 @@ class Sampler:
     ):
         checks = [
             (kind in SAMPLER_KINDS, "kind", kind, f"one of {SAMPLER_KINDS}"),
-            (_is_number(step_lr) and step_lr > 0, "step_lr", step_lr, "a number > 0"),
-            (_is_int(n_steps_each) and n_steps_each >= 1, "n_steps_each", n_steps_each, "an integer >= 1"),
+            (is_number(step_lr) and step_lr > 0, "step_lr", step_lr, "a number > 0"),
+            (is_int(n_steps_each) and n_steps_each >= 1, "n_steps_each", n_steps_each, "an integer >= 1"),
             (isinstance(denoise, bool), "denoise", denoise, "true or false"),
-            (_is_int(n_samples) and n_samples >= 1, "n_samples", n_samples, "an integer >= 1"),
-            (_is_int(batch_size) and batch_size >= 1, "batch_size", batch_size, "an integer >= 1"),
+            (is_int(n_samples) and n_samples >= 1, "n_samples", n_samples, "an integer >= 1"),
+            (is_int(batch_size) and batch_size >= 1, "batch_size", batch_size, "an integer >= 1"),
             (
-                _is_number(init_low) and _is_number(init_high) and init_low < init_high,
+                is_number(init_low) and is_number(init_high) and init_low < init_high,
                 "init_high",
                 init_high,
                 f"a number > sampler.init_low={init_low}",
@@ -222,11 +223,3 @@ class Sampler:
         return LangevinResult(
             torch.cat([p.samples for p in parts]), torch.cat([p.before_denoise for p in parts]), frames
         )
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

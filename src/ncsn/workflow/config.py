@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import os
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from ..checks import flatten, is_int, is_number
 
 #: Keys that may differ when a run directory is resumed (training longer is the same run).
 RESUME_IGNORED_KEYS = ("ckpt_path", "allow_config_change", "trainer.max_steps", "trainer.max_epochs")
@@ -22,14 +23,6 @@ PRECISIONS = ("64-true", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "
 
 class ConfigError(ValueError):
     """A bad config value, path or checkpoint; the message is meant for the user as it is."""
-
-
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _get(cfg, key):
@@ -74,20 +67,20 @@ def check_targets(cfg: DictConfig, prefix: str = "") -> None:
 
 def validate_train(cfg: DictConfig) -> None:
     """The checks of train.py that need no object construction (the rest is caught by building)."""
-    need(cfg, "seed", _int, "an integer")
-    need(cfg, "torch_threads", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1")
-    need(cfg, "anneal_power", _num, "a finite number (2 in the papers)")
+    need(cfg, "seed", is_int, "an integer")
+    need(cfg, "torch_threads", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
+    need(cfg, "anneal_power", is_number, "a finite number (2 in the papers)")
     need(cfg, "on_nonfinite", lambda v: v in ("raise", "skip"), "'raise' or 'skip'")
     need(cfg, "allow_config_change", lambda v: isinstance(v, bool), "true or false")
     need(cfg, "ckpt_path", lambda v: v is None or isinstance(v, str), "null, 'last' or a path")
     validate_sigmas(cfg)
-    need(cfg, "optim.lr", lambda v: _num(v) and v > 0, "a number > 0")
-    need(cfg, "optim.beta1", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
-    need(cfg, "optim.beta2", lambda v: _num(v) and 0 <= v < 1, "a number in [0, 1)")
-    need(cfg, "optim.eps", lambda v: _num(v) and v > 0, "a number > 0")
-    need(cfg, "optim.weight_decay", lambda v: _num(v) and v >= 0, "a number >= 0")
+    need(cfg, "optim.lr", lambda v: is_number(v) and v > 0, "a number > 0")
+    need(cfg, "optim.beta1", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+    need(cfg, "optim.beta2", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)")
+    need(cfg, "optim.eps", lambda v: is_number(v) and v > 0, "a number > 0")
+    need(cfg, "optim.weight_decay", lambda v: is_number(v) and v >= 0, "a number >= 0")
     need(cfg, "optim.amsgrad", lambda v: isinstance(v, bool), "true or false")
-    need(cfg, "optim.ema_decay", lambda v: v is None or (_num(v) and 0 <= v < 1), "null or a number in [0, 1)")
+    need(cfg, "optim.ema_decay", lambda v: v is None or (is_number(v) and 0 <= v < 1), "null or a number in [0, 1)")
     need(cfg, "optim.fused", lambda v: v in (True, False, "auto"), "true, false or auto")
     need(cfg, "speed.channels_last", lambda v: isinstance(v, bool), "true or false")
     need(cfg, "speed.compile", lambda v: isinstance(v, bool), "true or false")
@@ -97,32 +90,34 @@ def validate_train(cfg: DictConfig) -> None:
         lambda v: v in (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
         "null, default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs",
     )
-    need(cfg, "data.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "data.batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     if "num_workers" in cfg.data:
-        need(cfg, "data.num_workers", lambda v: _int(v) and v >= 0, "an integer >= 0")
-    need(cfg, "trainer.max_steps", lambda v: _int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1")
+        need(cfg, "data.num_workers", lambda v: is_int(v) and v >= 0, "an integer >= 0")
+    need(cfg, "trainer.max_steps", lambda v: is_int(v) and (v >= 1 or v == -1), "an integer >= 1, or -1")
     need(
         cfg,
         "trainer.max_epochs",
-        lambda v: v is None or (_int(v) and (v >= 1 or v == -1)),
+        lambda v: v is None or (is_int(v) and (v >= 1 or v == -1)),
         "null, -1 or an integer >= 1",
     )
     need(cfg, "trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {PRECISIONS}")
-    need(cfg, "trainer.gradient_clip_val", lambda v: v is None or (_num(v) and v > 0), "null or a number > 0")
-    need(cfg, "trainer.accumulate_grad_batches", lambda v: _int(v) and v >= 1, "an integer >= 1")
-    need(cfg, "trainer.check_val_every_n_epoch", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1")
+    need(cfg, "trainer.gradient_clip_val", lambda v: v is None or (is_number(v) and v > 0), "null or a number > 0")
+    need(cfg, "trainer.accumulate_grad_batches", lambda v: is_int(v) and v >= 1, "an integer >= 1")
+    need(
+        cfg, "trainer.check_val_every_n_epoch", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1"
+    )
     need(
         cfg,
         "trainer.devices",
-        lambda v: v == "auto" or (_int(v) and (v >= 1 or v == -1)) or isinstance(v, ListConfig),
+        lambda v: v == "auto" or (is_int(v) and (v >= 1 or v == -1)) or isinstance(v, ListConfig),
         "'auto', -1, an integer >= 1 or a list of device ids",
     )
-    need(cfg, "trainer.num_nodes", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "trainer.num_nodes", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     for key in ("every_n_train_steps", "every_n_epochs"):
         if _get(cfg, f"callbacks.checkpoint.{key}") is not None:
-            need(cfg, f"callbacks.checkpoint.{key}", lambda v: _int(v) and v >= 1, "null or an integer >= 1")
+            need(cfg, f"callbacks.checkpoint.{key}", lambda v: is_int(v) and v >= 1, "null or an integer >= 1")
     if (cfg.get("callbacks") or {}).get("samples") is not None:
-        need(cfg, "callbacks.samples.every_n_epochs", lambda v: _int(v) and v >= 1, "an integer >= 1")
+        need(cfg, "callbacks.samples.every_n_epochs", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     fid_on = (_get(cfg, "fid.backend") or "none") != "none"
     callbacks = cfg.get("callbacks") or {}
     if callbacks.get("best") is not None and callbacks.best.get("monitor") in ("fid", "fid/denoised", "fid/no_denoise"):
@@ -144,43 +139,43 @@ def validate_train(cfg: DictConfig) -> None:
 def validate_sample(cfg: DictConfig) -> None:
     """sample.py's own keys (the sampler's are checked when it is built)."""
     need(cfg, "ckpt_path", lambda v: isinstance(v, str) and v, "a path to a checkpoint")
-    need(cfg, "seed", _int, "an integer")
+    need(cfg, "seed", is_int, "an integer")
     need(
         cfg,
         "device",
         lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),
         "auto, cpu, cuda or cuda:N",
     )
-    need(cfg, "torch_threads", lambda v: v is None or (_int(v) and v >= 1), "null or an integer >= 1")
+    need(cfg, "torch_threads", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
     need(cfg, "nnpack", lambda v: isinstance(v, bool), "true or false")
     modes = ("samples", "fid", "inpaint", "interpolate", "progression", "toy_figure")
     need(cfg, "mode", lambda v: v in modes, f"one of {modes}")
-    need(cfg, "eval.n_samples", lambda v: _int(v) and v >= 2, "an integer >= 2")
-    need(cfg, "eval.batch_size", lambda v: _int(v) and v >= 1, "an integer >= 1")
-    need(cfg, "inpaint.n_images", lambda v: _int(v) and v >= 1, "an integer >= 1")
-    need(cfg, "inpaint.n_per_image", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "eval.n_samples", lambda v: is_int(v) and v >= 2, "an integer >= 2")
+    need(cfg, "eval.batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "inpaint.n_images", lambda v: is_int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "inpaint.n_per_image", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     need(cfg, "inpaint.renoise", lambda v: v in ("level", "step"), "'level' or 'step'")
-    need(cfg, "inpaint.box_size", lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)")
-    need(cfg, "inpaint.fraction", lambda v: _num(v) and 0 < v < 1, "a number in (0, 1)")
-    need(cfg, "interpolate.n_rows", lambda v: _int(v) and v >= 1, "an integer >= 1")
-    need(cfg, "interpolate.n_interp", lambda v: _int(v) and v >= 2, "an integer >= 2")
-    need(cfg, "progression.n_show", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "inpaint.box_size", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)")
+    need(cfg, "inpaint.fraction", lambda v: is_number(v) and 0 < v < 1, "a number in (0, 1)")
+    need(cfg, "interpolate.n_rows", lambda v: is_int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "interpolate.n_interp", lambda v: is_int(v) and v >= 2, "an integer >= 2")
+    need(cfg, "progression.n_show", lambda v: is_int(v) and v >= 1, "an integer >= 1")
 
 
 def validate_sigmas(cfg: DictConfig) -> None:
     need(cfg, "sigmas.kind", lambda v: v in ("geometric", "linear", "auto"), "'geometric', 'linear' or 'auto'")
-    need(cfg, "sigmas.sigma_end", lambda v: _num(v) and v > 0, "a number > 0")
+    need(cfg, "sigmas.sigma_end", lambda v: is_number(v) and v > 0, "a number > 0")
     if cfg.sigmas.kind == "auto":  # sigma_begin and num_scales are computed from the data
-        need(cfg, "noise_design.overlap", lambda v: _num(v) and 0 < v < 0.997, "a number in (0, 0.997)")
-        need(cfg, "noise_design.sample_size", lambda v: v is None or (_int(v) and v >= 2), "null or an integer >= 2")
+        need(cfg, "noise_design.overlap", lambda v: is_number(v) and 0 < v < 0.997, "a number in (0, 0.997)")
+        need(cfg, "noise_design.sample_size", lambda v: v is None or (is_int(v) and v >= 2), "null or an integer >= 2")
         need(cfg, "noise_design.set_step_lr", lambda v: isinstance(v, bool), "true or false")
         return
-    need(cfg, "sigmas.num_scales", lambda v: _int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "sigmas.num_scales", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     if cfg.sigmas.num_scales > 1:
         need(
             cfg,
             "sigmas.sigma_begin",
-            lambda v: _num(v) and v > cfg.sigmas.sigma_end,
+            lambda v: is_number(v) and v > cfg.sigmas.sigma_end,
             f"a number > sigmas.sigma_end={cfg.sigmas.sigma_end} (index 0 is the largest sigma)",
         )
 
@@ -193,19 +188,8 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _flatten(d, prefix=""):
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_differences(old: dict, new: dict) -> list[str]:
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten(old), flatten(new)
     keys = sorted(set(a) | set(b))
     return [k for k in keys if k not in RESUME_IGNORED_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>")]
 
@@ -224,7 +208,7 @@ def record_run_config(run_dir: Path, resolved: dict, overrides: list[str], allow
         diff = config_differences(old, resolved)
         if diff and not allow_change:
             shown = ", ".join(
-                f"{k}: {_flatten(old).get(k, '<absent>')!r} -> {_flatten(resolved).get(k, '<absent>')!r}"
+                f"{k}: {flatten(old).get(k, '<absent>')!r} -> {flatten(resolved).get(k, '<absent>')!r}"
                 for k in diff[:5]
             )
             raise ConfigError(
