@@ -22,7 +22,7 @@ def test_auto_sigmas_on_digits_are_computed_saved_and_used(tmp_path):
                 "sigmas=auto",
                 "fid=none",
                 "callbacks.best=null",
-                "noise_design.sample_size=null",
+                "sigmas.sample_size=null",
                 f"paths.run_dir={run_dir}",
             ],
         )

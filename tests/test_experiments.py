@@ -55,7 +55,7 @@ def test_paper_experiment_composes_and_trains_one_step(experiment, tmp_path):
     dm.setup("fit")
     net = build_net(cfg.model, sigmas)
     check_net_matches_data(net, shape)
-    model = ScoreModel(net, lr=cfg.optim.lr, ema_decay=cfg.optim.ema_decay, anneal_power=cfg.anneal_power)
+    model = ScoreModel(net, lr=cfg.optim.lr, ema_decay=cfg.optim.ema_decay, anneal_power=cfg.loss.anneal_power)
     opt = model.configure_optimizers()
     x, _ = next(iter(dm.train_dataloader()))
     assert x.shape == (2, *shape) and 0 <= x.min() and x.max() <= 1

@@ -205,7 +205,7 @@ def test_nonfinite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, c
 
     calls["n"] = 0
     skip_dir = tmp_path / "skip"
-    assert run_entry(train, compose_train(["trainer.max_steps=20", "on_nonfinite=skip"], skip_dir)) == EXIT_OK
+    assert run_entry(train, compose_train(["trainer.max_steps=20", "loss.on_nonfinite=skip"], skip_dir)) == EXIT_OK
     results = json.loads((skip_dir / "results.json").read_text())
     assert results["train/skipped_batches"] == 1.0 and results["status"] == "finished"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 from hydra.errors import InstantiationException
@@ -38,6 +39,25 @@ def build_sigmas(cfg: DictConfig) -> torch.Tensor:
 def build_net(model_cfg: DictConfig, sigmas: torch.Tensor):
     with user_errors("model"):
         return instantiate(model_cfg, sigmas=sigmas)
+
+
+def world_size(trainer_cfg: DictConfig) -> int:
+    """The number of training processes the Trainer will start (devices per node x nodes), read
+    from the config the way Lightning reads it, without building a Trainer: devices given as a
+    count, a list of ids or a comma-separated string; 'auto' and -1 take every visible GPU (or 1
+    process on the CPU). ``build_trainer`` checks the Trainer agrees."""
+    devices, accelerator = trainer_cfg.devices, str(trainer_cfg.get("accelerator", "auto"))
+    gpus = torch.cuda.device_count() if accelerator in ("auto", "gpu", "cuda") else 0
+    if devices in ("auto", -1, "-1"):
+        per_node = gpus if gpus else (1 if devices == "auto" or accelerator != "cpu" else os.cpu_count() or 1)
+    elif isinstance(devices, str):
+        ids = [d for d in devices.split(",") if d.strip()]
+        per_node = len(ids) if len(ids) > 1 or devices.strip().endswith(",") else int(ids[0])
+    elif isinstance(devices, int):
+        per_node = devices
+    else:  # a list of device ids
+        per_node = len(devices)
+    return per_node * int(trainer_cfg.get("num_nodes", 1))
 
 
 def build_datamodule(cfg: DictConfig, world_size: int):

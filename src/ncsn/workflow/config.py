@@ -69,8 +69,8 @@ def validate_train(cfg: DictConfig) -> None:
     """The checks of train.py that need no object construction (the rest is caught by building)."""
     need(cfg, "seed", is_int, "an integer")
     need(cfg, "torch_threads", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
-    need(cfg, "anneal_power", is_number, "a finite number (2 in the papers)")
-    need(cfg, "on_nonfinite", lambda v: v in ("raise", "skip"), "'raise' or 'skip'")
+    need(cfg, "loss.anneal_power", is_number, "a finite number (2 in the papers)")
+    need(cfg, "loss.on_nonfinite", lambda v: v in ("raise", "skip"), "'raise' or 'skip'")
     need(cfg, "allow_config_change", lambda v: isinstance(v, bool), "true or false")
     need(cfg, "ckpt_path", lambda v: v is None or isinstance(v, str), "null, 'last' or a path")
     validate_sigmas(cfg)
@@ -166,9 +166,9 @@ def validate_sigmas(cfg: DictConfig) -> None:
     need(cfg, "sigmas.kind", lambda v: v in ("geometric", "linear", "auto"), "'geometric', 'linear' or 'auto'")
     need(cfg, "sigmas.sigma_end", lambda v: is_number(v) and v > 0, "a number > 0")
     if cfg.sigmas.kind == "auto":  # sigma_begin and num_scales are computed from the data
-        need(cfg, "noise_design.overlap", lambda v: is_number(v) and 0 < v < 0.997, "a number in (0, 0.997)")
-        need(cfg, "noise_design.sample_size", lambda v: v is None or (is_int(v) and v >= 2), "null or an integer >= 2")
-        need(cfg, "noise_design.set_step_lr", lambda v: isinstance(v, bool), "true or false")
+        need(cfg, "sigmas.overlap", lambda v: is_number(v) and 0 < v < 0.997, "a number in (0, 0.997)")
+        need(cfg, "sigmas.sample_size", lambda v: v is None or (is_int(v) and v >= 2), "null or an integer >= 2")
+        need(cfg, "sigmas.set_step_lr", lambda v: isinstance(v, bool), "true or false")
         return
     need(cfg, "sigmas.num_scales", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     if cfg.sigmas.num_scales > 1:

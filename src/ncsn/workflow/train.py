@@ -8,6 +8,7 @@ import os
 import sys
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -24,7 +25,15 @@ from ..noise_design import design_noise
 from ..speed import to_channels_last
 from ..training.checkpoint_io import AtomicCheckpointIO
 from ..training.score_model import ScoreModel
-from .build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data, user_errors
+from .build import (
+    build_datamodule,
+    build_net,
+    build_sampler,
+    build_sigmas,
+    check_net_matches_data,
+    user_errors,
+    world_size,
+)
 from .checkpoints import resolve_resume
 from .config import ConfigError, atomic_write_text, record_run_config, validate_sigmas, validate_train
 from .evaluation import build_training_fid, check_fid_weights
@@ -64,25 +73,29 @@ def pin_ddp_children_to_this_job(run_dir: Path) -> None:
         hc.run.dir = str(run_dir)
 
 
-def apply_noise_design(cfg: DictConfig, datamodule) -> None:
-    """sigmas.kind=auto: NCSNv2 techniques 1, 2 (and 4 with noise_design.set_step_lr) from the
-    training data; the chosen values replace the auto node (kind becomes geometric) and so are
-    saved in the run's config and checkpoints."""
-    nd = cfg.noise_design
+def apply_noise_design(cfg: DictConfig, datamodule) -> dict:
+    """sigmas.kind=auto: NCSNv2 techniques 1, 2 (and 4 with sigmas.set_step_lr) from the training
+    data. The chosen values replace the auto node with a geometric one (so they are saved in the
+    run's config and checkpoints); the design itself is returned (for results.json)."""
+    auto = cfg.sigmas
     if hasattr(datamodule, "prepare_data"):
         datamodule.prepare_data()
     datamodule.setup("fit")
     try:
         design = design_noise(
-            datamodule.train_set, cfg.sigmas.sigma_end, nd.overlap, cfg.sampler.n_steps_each, nd.sample_size, cfg.seed
+            datamodule.train_set, auto.sigma_end, auto.overlap, cfg.sampler.n_steps_each, auto.sample_size, cfg.seed
         )
     except ValueError as e:
         raise ConfigError(f"sigmas.kind=auto: {e}") from None
     with open_dict(cfg):
-        cfg.sigmas.kind = "geometric"
-        cfg.sigmas.sigma_begin = float(design["sigma_begin"])
-        cfg.sigmas.num_scales = int(design["num_scales"])
-        if nd.set_step_lr:
+        cfg.sigmas = {
+            "_target_": "ncsn.sigmas.make_sigmas",
+            "kind": "geometric",
+            "sigma_begin": float(design["sigma_begin"]),
+            "sigma_end": float(auto.sigma_end),
+            "num_scales": int(design["num_scales"]),
+        }
+        if auto.set_step_lr:
             cfg.sampler.step_lr = float(design["step_lr"])
     log.info(
         "sigmas.kind=auto (NCSNv2 techniques 1, 2, 4): sigma_begin=%.4g sigma_end=%.4g num_scales=%d "
@@ -93,9 +106,10 @@ def apply_noise_design(cfg: DictConfig, datamodule) -> None:
         design["gamma"],
         design["overlap"],
         design["step_lr"],
-        "" if nd.set_step_lr else " (not applied: noise_design.set_step_lr=false)",
+        "" if auto.set_step_lr else " (not applied: sigmas.set_step_lr=false)",
     )
     validate_sigmas(cfg)
+    return {k: float(v) for k, v in design.items()}
 
 
 def build_loggers(cfg: DictConfig, group: str | None, name: str | None) -> list:
@@ -123,36 +137,51 @@ def restore_env(saved: dict) -> None:
 
 
 def train(cfg: DictConfig) -> dict:
+    """train.py: prepare the run, build the trainer, fit and record. Returns results.json's dict."""
     saved_env = {k: os.environ.get(k) for k in DDP_LAUNCH_ENV}
     try:
-        return _train(cfg)
+        run = prepare_run(cfg)
+        trainer = build_trainer(cfg, run)
+        return fit_and_record(cfg, run, trainer)
     finally:
         restore_env(saved_env)
 
 
-def _train(cfg: DictConfig) -> dict:
-    run_dir = Path(cfg.paths.run_dir)
+@dataclass
+class Run:
+    """Everything a training run is made of before the Trainer exists."""
+
+    run_dir: Path
+    world_size: int
+    datamodule: object
+    model: ScoreModel
+    fid: object  # the training FID (None without one)
+    resolved: dict  # the validated, resolved config (saved with the run and every checkpoint)
+    ckpt_path: str | None  # the checkpoint to resume from
+    overrides: list = field(default_factory=list)
+    noise_design: dict = field(default_factory=dict)
+
+
+def prepare_run(cfg: DictConfig) -> Run:
+    """Validate the config and build the data, the noise levels, the network and the model.
+    Nothing is written to the run directory here: a bad input stops before any file exists."""
     validate_train(cfg)
-    overrides, group, name = hydra_job_info()
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
-
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.sigmas.kind != "auto":
         build_sigmas(cfg)  # bad noise levels stop the run before anything else is built
     build_sampler(cfg.sampler)  # validates sampler.* (the callbacks build their own from the same node)
     check_fid_weights(cfg)
-    with user_errors("trainer"):
-        # only to resolve devices -> world size
-        trainer: L.Trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
-    world_size = trainer.world_size
-    datamodule = build_datamodule(cfg, world_size)
+    world = world_size(cfg.trainer)
+    datamodule = build_datamodule(cfg, world)
     datamodule.shuffle_seed = cfg.seed
+    design = {}
     try:
         if hasattr(datamodule, "check"):
             datamodule.check()
         if cfg.sigmas.kind == "auto":
-            apply_noise_design(cfg, datamodule)
+            design = apply_noise_design(cfg, datamodule)
     except DataError as e:
         raise ConfigError(str(e)) from None
     sigmas = build_sigmas(cfg)
@@ -161,77 +190,93 @@ def _train(cfg: DictConfig) -> dict:
     check_net_matches_data(net, tuple(datamodule.data_shape))
     if cfg.speed.channels_last:
         to_channels_last(net)  # before the EMA copy is made, so it inherits the layout
+    run_dir = Path(cfg.paths.run_dir)
     ckpt_path = resolve_resume(cfg.ckpt_path, run_dir, net)
     fid = build_training_fid(cfg, datamodule)
+    with user_errors("optim"):
+        model = ScoreModel(
+            net,
+            **cfg.optim,
+            **cfg.loss,
+            compile_net=cfg.speed.compile,
+            compile_mode=cfg.speed.compile_mode,
+            config=resolved,
+        )
+    overrides = hydra_job_info()[0]
+    return Run(run_dir, world, datamodule, model, fid, resolved, ckpt_path, overrides, design)
 
+
+def build_trainer(cfg: DictConfig, run: Run) -> L.Trainer:
+    """The Trainer with the configured callbacks (the samples callback gets the training FID),
+    loggers and atomic checkpoint writes."""
     callbacks = []
     for key, node in (cfg.get("callbacks") or {}).items():
         if node is None:
             continue
+        extra = {"fid": run.fid} if key == "samples" else {}
         with user_errors(f"callbacks.{key}"):
-            callbacks.append(instantiate(node, fid=fid) if key == "samples" else instantiate(node))
+            callbacks.append(instantiate(node, **extra))
+    _, group, name = hydra_job_info()
     loggers = build_loggers(cfg, group, name)
     with user_errors("trainer"):
         trainer = instantiate(
             cfg.trainer,
             callbacks=callbacks,
             logger=loggers or False,
-            default_root_dir=str(run_dir),
+            default_root_dir=str(run.run_dir),
             plugins=[AtomicCheckpointIO()],
         )
+    if trainer.world_size != run.world_size:  # the data module was built for run.world_size
+        raise ConfigError(
+            f"trainer.devices={cfg.trainer.devices!r} x trainer.num_nodes={cfg.trainer.num_nodes} gives "
+            f"{trainer.world_size} processes, not the {run.world_size} expected from the config"
+        )
+    return trainer
 
+
+def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer) -> dict:
+    """Record the config, fit (resuming from ``run.ckpt_path``), then write results.json and the
+    final samples (on rank 0) and close the loggers and the process group."""
     if rank_zero_only.rank == 0:
-        record_run_config(run_dir, resolved, overrides, cfg.allow_config_change)
+        record_run_config(run.run_dir, run.resolved, run.overrides, cfg.allow_config_change)
     else:  # each other rank records what it runs (its own file; shared files are rank 0's)
         atomic_write_text(
-            run_dir / ".hydra" / f"config.rank{rank_zero_only.rank}.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved))
+            run.run_dir / ".hydra" / f"config.rank{rank_zero_only.rank}.yaml",
+            OmegaConf.to_yaml(OmegaConf.create(run.resolved)),
         )
-    pin_ddp_children_to_this_job(run_dir)
-    model = ScoreModel(
-        net,
-        lr=cfg.optim.lr,
-        beta1=cfg.optim.beta1,
-        beta2=cfg.optim.beta2,
-        eps=cfg.optim.eps,
-        weight_decay=cfg.optim.weight_decay,
-        amsgrad=cfg.optim.amsgrad,
-        ema_decay=cfg.optim.ema_decay,
-        anneal_power=cfg.anneal_power,
-        on_nonfinite=cfg.on_nonfinite,
-        fused=cfg.optim.fused,
-        compile_net=cfg.speed.compile,
-        compile_mode=cfg.speed.compile_mode,
-        config=resolved,
-    )
+    pin_ddp_children_to_this_job(run.run_dir)
+    model, datamodule = run.model, run.datamodule
     status, error = "finished", None
     try:
         with warnings.catch_warnings():
-            # our training loaders resume mid-epoch exactly (data.base.train_loader); Lightning's
-            # warning that they cannot is about loaders without that
+            # our training loaders resume mid-epoch exactly (training.resume.resume_position);
+            # Lightning's warning that they cannot is about loaders without that
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
-            trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt_path, weights_only=True)
         if trainer.interrupted:
             status = "interrupted"
     except SIGTERMException:
         status = "preempted"  # last.ckpt was saved by PreemptionCheckpoint; exit 0, rerun to resume
-        log.warning("SIGTERM: saved %s; run the same command again to resume", run_dir / "checkpoints" / "last.ckpt")
+        log.warning(
+            "SIGTERM: saved %s; run the same command again to resume", run.run_dir / "checkpoints" / "last.ckpt"
+        )
     except Exception as e:  # recorded in results.json, then re-raised for the exit status
         status, error = "failed", f"{type(e).__name__}: {e}"
         raise
     finally:
         results = {}
         if trainer.is_global_zero:
-            results = {
-                k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
-            }
+            metrics = trainer.callback_metrics.items()
+            results = {k: float(v) for k, v in metrics if torch.is_tensor(v) and v.numel() == 1}
             results.update(status=status, global_step=trainer.global_step, epoch=trainer.current_epoch)
+            results.update({f"noise_design/{k}": v for k, v in run.noise_design.items()})
             if error:
                 results["error"] = error
             if status == "finished":
                 # Lightning's teardown has moved the module back to the CPU: sample where it trained
-                results.update(final_samples(cfg, model, datamodule, run_dir, trainer.strategy.root_device))
-            atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
-        for logger in loggers:
+                results.update(final_samples(cfg, model, datamodule, run.run_dir, trainer.strategy.root_device))
+            atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
+        for logger in trainer.loggers:
             if type(logger).__name__ == "WandbLogger":  # jobs of a sweep must not bleed into each other
                 import wandb
 
