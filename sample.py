@@ -13,16 +13,31 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+_STARTED = False  # set when the job starts: Hydra's own refusals come before
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="sample")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    global _STARTED
+    _STARTED = True
+    from ncsn.workflow.console import quiet_console
     from ncsn.workflow.entry import run_entry
+    from ncsn.workflow.run_summary import finish_job
     from ncsn.workflow.sample import sample
 
-    code = run_entry(sample, cfg)
-    if code:
-        sys.exit(code)
+    quiet_console()  # each log line once, no library tips and deprecation noise
+    results = {}
+    code = run_entry(lambda c: results.update(sample(c) or {}), cfg)
+    # prints the summary; exits with a non-zero code; returns the sweep objective to Hydra
+    return finish_job("sample.py", cfg, code, results, cfg.out_dir)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as e:
+        # Hydra refused the command line or the config before the job started (an unknown group
+        # option, a malformed override, a run directory it cannot create): its message is above
+        if e.code == 1 and not _STARTED:
+            sys.exit(2)
+        raise

@@ -4,8 +4,9 @@
     python train.py experiment=toy_gmm      # the NCSN toy experiment (2-D mixture, MLP)
     python train.py -m sweep=num_scales     # a named ablation (one run directory per job)
 
-All keys: conf/ (README "Configuration"). Exit status: 0 done, 2 bad config/data/checkpoint,
-3 diverged (non-finite loss).
+All keys: conf/ (README "Configuration"). Exit status: 0 done (or preempted by SIGTERM: rerun to
+resume), 2 bad config/data/checkpoint or run directory in use, 3 diverged (non-finite loss, or
+more than loss.max_skipped skipped batches), 130 interrupted (Ctrl-C).
 """
 
 import sys
@@ -13,16 +14,31 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+_STARTED = False  # set when the job starts: Hydra's own refusals come before
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig) -> float | None:
+    global _STARTED
+    _STARTED = True
+    from ncsn.workflow.console import quiet_console
     from ncsn.workflow.entry import run_entry
+    from ncsn.workflow.run_summary import finish_job
     from ncsn.workflow.train import train
 
-    code = run_entry(train, cfg)
-    if code:
-        sys.exit(code)
+    quiet_console()  # each log line once, no library tips and deprecation noise
+    results = {}
+    code = run_entry(lambda c: results.update(train(c) or {}), cfg)
+    # prints the summary; exits with a non-zero code; returns the sweep objective to Hydra
+    return finish_job("train.py", cfg, code, results, cfg.paths.run_dir)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as e:
+        # Hydra refused the command line or the config before the job started (an unknown group
+        # option, a malformed override, a run directory it cannot create): its message is above
+        if e.code == 1 and not _STARTED:
+            sys.exit(2)
+        raise

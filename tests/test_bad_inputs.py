@@ -43,6 +43,7 @@ BAD = [
     (["+trainer.max_stepz=3"], "trainer.max_stepz is not a key of lightning.Trainer"),
     (["loss.anneal_power=two"], "loss.anneal_power='two' is invalid"),
     (["loss.on_nonfinite=ignore"], "loss.on_nonfinite='ignore' is invalid: must be 'raise' or 'skip'"),
+    (["loss.val_levels_per_image=0"], "loss.val_levels_per_image=0 is invalid: must be null or an integer >= 1"),
     (["seed=abc"], "seed='abc' is invalid: must be an integer"),
     (["model.in_channels=3"], "model does not fit data of shape (1, 8, 8)"),
     (["ckpt_path=/nonexistent/last.ckpt"], "ckpt_path='/nonexistent/last.ckpt': no such checkpoint file"),

@@ -1,24 +1,32 @@
-"""ncsn.compare on a fake Hydra multirun directory."""
+"""ncsn.compare: on a fake Hydra multirun directory (fast), then on real train.py and sample.py
+sweeps of tiny digits runs (slow)."""
 
 import csv
 import json
+import math
 
 import pytest
 import yaml
+from conftest import TINY_DIGITS, run_cli
 
 from ncsn.compare import compare, find_jobs, flatten, main, varying_keys
 
 
-def _job(root, name, num_scales, seed, results=None, log=None, model="mlp", metrics_rows=None):
+def _job(root, name, num_scales, seed, results=None, log=None, model="mlp", metrics_rows=None, loss_by_sigma=None):
     d = root / name
     (d / ".hydra").mkdir(parents=True)
     cfg = {
         "seed": seed,
         "sigmas": {"kind": "geometric", "sigma_begin": 1.0, "sigma_end": 0.01, "num_scales": num_scales},
-        "model": {"name": model, "hidden": 64 if model == "mlp" else 32},
+        "model": {"name": model, "hidden": 64 if model == "mlp" else 32, "num_classes": num_scales},
         "paths": {"output_dir": str(d)},
         "trainer": {"max_steps": 100, "default_root_dir": str(d)},
         "data": {"sizes": [1, 2]},
+        # path-valued keys: never settings (a *dirpath key, a value inside the job directory)
+        "callbacks": {
+            "checkpoint": {"dirpath": str(d / "checkpoints")},
+            "samples": {"seed": seed, "save_to": str(d / "samples" / "grid.png")},
+        },
     }
     (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
     (d / ".hydra" / "overrides.yaml").write_text(
@@ -31,17 +39,37 @@ def _job(root, name, num_scales, seed, results=None, log=None, model="mlp", metr
     if metrics_rows:
         with (d / "metrics.csv").open("w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["epoch", "step", "train/loss", "val/loss"])
+            w.writerow(["epoch", "step", "train/loss", "val/loss", "fid"])
             w.writerows(metrics_rows)
+    if loss_by_sigma:
+        with (d / "val_loss_by_sigma.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["step", "level", "sigma", "loss", "n_images"])
+            w.writerows(loss_by_sigma)
     return d
 
 
 @pytest.fixture
 def sweep(tmp_path):
     root = tmp_path / "multirun" / "2025-01-01" / "12-00-00"
-    _job(root, "0", 10, 0, {"val/loss": 1.5, "fid": 40.0, "fid/no_denoise": 45.0, "status": "finished"})
+    _job(
+        root,
+        "0",
+        10,
+        0,
+        {"val/loss": 1.5, "fid": 40.0, "fid/no_denoise": 45.0, "status": "finished"},
+        metrics_rows=[[0, 9, "", 1.7, 38.0], [1, 19, "", 1.5, 40.0]],  # best 38 at step 9, final 40
+        loss_by_sigma=[[9, 0, 1.0, 30.0, 8], [9, 1, 0.01, 20.0, 8], [19, 0, 1.0, 25.0, 8], [19, 1, 0.01, 15.0, 8]],
+    )
     _job(root, "1", 20, 0, {"val/loss": 1.2, "fid": 30.5, "fid/no_denoise": 35.0, "status": "finished"})
-    _job(root, "sub/2", 10, 1, {"val/loss": 1.4, "fid": 35.25, "status": "finished"})  # nested deeper
+    _job(
+        root,
+        "sub/2",
+        10,
+        1,
+        {"val/loss": 1.4, "fid": 35.25, "status": "finished"},  # nested deeper
+        loss_by_sigma=[[19, 0, 1.0, 27.0, 8], [19, 1, 0.01, 17.0, 8]],
+    )
     _job(
         root,
         "3",
@@ -49,7 +77,7 @@ def sweep(tmp_path):
         1,
         None,
         log="[INFO] epoch 0\n[ERROR] CUDA out of memory\n\n",
-        metrics_rows=[[0, 49, 2.0, ""], [0, 99, "", 1.9]],
+        metrics_rows=[[0, 49, 2.0, "", ""], [0, 99, "", 1.9, ""]],
     )
     return root
 
@@ -61,19 +89,35 @@ def test_flatten():
 def test_finds_jobs_and_varying_keys(sweep):
     jobs = find_jobs(sweep)
     assert [j.name for j in jobs] == ["0", "1", "3", "sub/2"]
-    # paths / *_dir keys differ per job but are not settings; constant keys are not listed
-    assert varying_keys(jobs) == ["sigmas.num_scales", "seed"]
+    # paths (*dir, *dirpath, values inside a job directory) differ per job but are not settings;
+    # mirrors (callbacks.samples.seed = seed, model.num_classes = num_scales) are not second settings
+    assert varying_keys(jobs, sweep_dir=sweep) == ["sigmas.num_scales", "seed"]
+    # a moved sweep: the recorded absolute paths no longer exist, "<sweep name>/<job>" still names them
+    assert varying_keys(jobs, sweep_dir=sweep.parent.parent.parent / "elsewhere" / "12-00-00") == [
+        "sigmas.num_scales",
+        "seed",
+    ]
 
 
-def test_table_sorted_by_fid_with_unfinished_last(sweep):
+def test_best_and_final_and_seed_groups(sweep):
     c = compare(sweep)
     assert c.metric == "fid"
+    assert c.columns[:6] == ["job", "sigmas.num_scales", "seed", "best fid", "best fid step", "final fid"]
+    assert "fid/no_denoise" in c.columns and "val/loss" in c.columns and c.columns[-1] == "status"
+    assert not [k for k in c.columns if "dir" in k or "save_to" in k]
+    # jobs sorted by their best FID (job 0: min over metrics.csv = 38 at step 9; final 40)
     assert [r["job"] for r in c.rows] == ["1", "sub/2", "0", "3"]
-    assert c.columns == ["job", "sigmas.num_scales", "seed", "fid", "fid/no_denoise", "val/loss", "status"]
-    assert c.rows[0]["sigmas.num_scales"] == 20 and c.rows[0]["fid"] == 30.5
-    assert c.rows[-1]["status"] == "unfinished" and c.rows[-1]["fid"] is None
-    assert [j.name for j in c.unfinished] == ["3"]
+    row0 = next(r for r in c.rows if r["job"] == "0")
+    assert (row0["best fid"], row0["best fid step"], row0["final fid"]) == (38.0, 9, 40.0)
+    assert c.rows[-1]["status"] == "unfinished" and c.rows[-1]["best fid"] is None
     assert "CUDA out of memory" in c.unfinished[0].note and "step 99" in c.unfinished[0].note
+    # seeds aggregated: one group per num_scales, sorted by the mean best FID
+    assert c.group_keys == ["sigmas.num_scales"]
+    assert [g.settings for g in c.groups] == [{"sigmas.num_scales": 20}, {"sigmas.num_scales": 10}]
+    mean, std, n = c.groups[1].stats["best fid"]
+    assert n == 2 and mean == pytest.approx((38.0 + 35.25) / 2) and std == pytest.approx(math.sqrt(2) * 1.375)
+    assert c.groups[0].stats["best fid"] == (30.5, None, 1)  # job 3 did not finish
+    assert c.groups[1].steps == [9, None]  # job sub/2 has no metrics.csv: its only value is results.json's
 
 
 def test_metric_choice(sweep):
@@ -81,6 +125,8 @@ def test_metric_choice(sweep):
     assert [r["job"] for r in c.rows] == ["1", "sub/2", "0", "3"]
     c = compare(sweep, metric="val/loss", descending=True)
     assert [r["job"] for r in c.rows] == ["0", "sub/2", "1", "3"]
+    assert c.rows[0]["best val/loss"] == 1.7  # the largest over job 0's evaluations
+    (sweep / "0" / "metrics.csv").unlink()
     for j in ("0", "1", "sub/2"):  # without any fid the default is val/loss
         res = json.loads((sweep / j / "results.json").read_text())
         res.pop("fid")
@@ -91,23 +137,31 @@ def test_metric_choice(sweep):
 def test_group_choice_folds_its_keys(tmp_path):
     _job(tmp_path, "0", 10, 0, {"val/loss": 1.0}, model="mlp")
     _job(tmp_path, "1", 10, 0, {"val/loss": 2.0}, model="small_conv")
-    assert varying_keys(find_jobs(tmp_path)) == ["model"]  # not model.name / model.hidden
+    assert varying_keys(find_jobs(tmp_path), sweep_dir=tmp_path) == ["model"]  # not model.name / model.hidden
 
 
-def test_cli_writes_files_and_prints_table(sweep, tmp_path, capsys):
+def test_cli_writes_report_with_groups_grids_and_plots(sweep, tmp_path, capsys):
+    (sweep / "0" / "samples").mkdir()
+    (sweep / "0" / "samples" / "final.png").write_bytes(b"\x89PNG\r\n\x1a\n")
     out = tmp_path / "report"
     assert main([str(sweep), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     md = (out / "compare.md").read_text()
     assert md in printed
-    assert "| job | sigmas.num_scales | seed | fid | fid/no_denoise | val/loss | status |" in md
-    assert "| 1 | 20 | 0 | 30.5 | 35 | 1.2 | finished |" in md
-    assert md.index("\n| 1 |") < md.index("\n| sub/2 |") < md.index("\n| 0 |") < md.index("\n| 3 |")
+    assert "| sigmas.num_scales | n | best fid | at step | final fid | val/loss | fid/no_denoise |" in md
+    assert "| 20 | 1 | 30.5 | - | 30.5 | 1.2 | 35 |  |" in md
+    assert "| 10 | 2 | 36.62 ± 1.9 | 9, - | 37.62 ± 3.4 | 1.45 ± 0.071 | 45 |" in md
+    assert md.index("\n| 20 | 1 |") < md.index("\n| 10 | 2 |")
+    # the final sample grid beside its row, linked relative to the report
+    assert '<img src="../multirun/2025-01-01/12-00-00/0/samples/final.png"' in md
+    assert "![" in md and "(compare.png)" in md and "(loss_by_sigma.png)" in md
+    assert "## Every job" in md and "| job | sigmas.num_scales | seed | best fid | best fid step | final fid |" in md
     assert "## Unfinished or failed jobs" in md and "`3`: unfinished" in md and "CUDA out of memory" in md
     rows = list(csv.DictReader((out / "compare.csv").open()))
     assert [r["job"] for r in rows] == ["1", "sub/2", "0", "3"]
-    assert rows[2]["fid"] == "40.0" and rows[3]["fid"] == "" and rows[3]["status"] == "unfinished"
-    assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert rows[2]["best fid"] == "38.0" and rows[2]["final fid"] == "40.0" and rows[3]["best fid"] == ""
+    for name in ("compare.png", "loss_by_sigma.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_default_out_is_sweep_dir_and_broken_jobs_do_not_crash(sweep, capsys):
@@ -116,6 +170,8 @@ def test_default_out_is_sweep_dir_and_broken_jobs_do_not_crash(sweep, capsys):
     _job(sweep, "5", 10, 2, None)
     (sweep / "5" / "results.json").write_text('{"fid": 3')  # truncated write
     _job(sweep, "6", 10, 3, {"fid": 1.0, "status": "failed"})
+    (sweep / "0" / "metrics.csv").write_text("epoch,step,fid\n0,x,\n,,y\n")  # garbage cells
+    (sweep / "0" / "val_loss_by_sigma.csv").write_text("step,level\n1\n")
     assert main([str(sweep)]) == 0
     md = (sweep / "compare.md").read_text()
     assert "`4`: unreadable config" in md and "`5`: bad results.json" in md and "`6`: failed" in md
@@ -128,3 +184,94 @@ def test_empty_and_unfinished_only(tmp_path, capsys):
     assert main([str(tmp_path)]) == 0
     assert not (tmp_path / "compare.png").exists()
     assert "no plot" in capsys.readouterr().out
+
+
+# -- real sweeps ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits_sweep(tmp_path_factory):
+    """A real 2x2 training sweep: train.py -m sigmas.num_scales=3,5 seed=0,1 (tiny digits runs,
+    two FID evaluations each)."""
+    tmp = tmp_path_factory.mktemp("digits")
+    sweep = tmp / "sweep"
+    res = run_cli(
+        "train.py",
+        "-m",
+        *TINY_DIGITS,
+        "sigmas.num_scales=3,5",
+        "seed=0,1",
+        "fid.classifier_epochs=2",
+        f"paths.cache_dir={tmp / 'cache'}",
+        "eval.n_samples=20",
+        f"hydra.sweep.dir={sweep}",
+        timeout=1200,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return sweep
+
+
+@pytest.mark.slow
+def test_real_training_sweep_no_paths_seeds_aggregated_best_fid(digits_sweep, tmp_path):
+    c = compare(digits_sweep)
+    # the checkpoint/sample/run dirpaths and the mirrored callbacks.samples.seed are not settings
+    assert c.varying == ["sigmas.num_scales", "seed"] and c.group_keys == ["sigmas.num_scales"]
+    assert c.metric == "fid" and len(c.jobs) == 4 and not c.unfinished
+    assert [g.settings["sigmas.num_scales"] for g in c.groups] != []
+    assert sorted(g.settings["sigmas.num_scales"] for g in c.groups) == [3, 5]
+    for g in c.groups:
+        assert g.stats["best fid"][2] == 2 and g.stats["best fid"][1] is not None  # mean ± std over 2 seeds
+        assert g.stats["best fid"][0] <= g.stats["final fid"][0]
+    means = [g.stats["best fid"][0] for g in c.groups]
+    assert means == sorted(means)
+    for job in c.jobs:  # best = the minimum of metrics.csv's fid column, at its step
+        fids = [
+            (int(r["step"]), float(r["fid"])) for r in csv.DictReader((job.path / "metrics.csv").open()) if r["fid"]
+        ]
+        assert len(fids) == 2
+        row = next(r for r in c.rows if r["job"] == job.name)
+        assert row["best fid"] == min(v for _, v in fids)
+        assert (row["best fid step"], row["best fid"]) in fids
+    out = tmp_path / "report"
+    assert main([str(digits_sweep), "--out", str(out)]) == 0
+    md = (out / "compare.md").read_text()
+    assert md.count('<img src="../') == 4  # every job's final grid beside its group's row
+    assert str(digits_sweep) not in md.split("## Every job")[0]  # no path in the ablation table
+    assert (out / "loss_by_sigma.png").is_file() and (out / "compare.png").is_file()
+
+
+@pytest.mark.slow
+def test_real_sample_sweep_fid_against_step_size(digits_sweep, tmp_path):
+    """sample.py -m ... sampler.step_lr=a,b: compare reads the sample runs' results.json."""
+    ckpt = digits_sweep / "0" / "checkpoints" / "last.ckpt"
+    sweep = tmp_path / "sample_sweep"
+    res = run_cli(
+        "sample.py",
+        "-m",
+        f"ckpt_path={ckpt}",
+        "mode=fid",
+        "eval.n_samples=20",
+        "device=cpu",
+        "sampler.step_lr=1e-5,4e-5",
+        f"hydra.sweep.dir={sweep}",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    c = compare(sweep)
+    assert c.varying == ["sampler.step_lr"] and c.metric == "fid"
+    assert sorted(g.settings["sampler.step_lr"] for g in c.groups) == [1e-5, 4e-5]
+    for r in c.rows:
+        assert r["best fid"] == r["final fid"] and r["best fid step"] is None
+    assert main([str(sweep)]) == 0
+    assert (sweep / "compare.png").is_file() and "| sampler.step_lr | n | best fid |" in (
+        sweep / "compare.md"
+    ).read_text()
+
+
+def test_ignore_option_drops_a_key_that_differs(tmp_path, capsys):
+    """A key present in some jobs only (e.g. added to the config while a sweep ran) is a setting
+    unless --ignore names it."""
+    _job(tmp_path, "0", 10, 0, {"fid": 2.0})
+    _job(tmp_path, "1", 20, 0, {"fid": 1.0})
+    cfg = yaml.safe_load((tmp_path / "1" / ".hydra" / "config.yaml").read_text())
+    (tmp_path / "1" / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**cfg, "objective": "fid/best"}))
+    assert compare(tmp_path).varying == ["sigmas.num_scales", "objective"]
+    assert main([str(tmp_path), "--ignore", "objective"]) == 0
+    assert "| sigmas.num_scales | n | best fid |" in (tmp_path / "compare.md").read_text()

@@ -29,6 +29,7 @@ EXPERIMENTS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_paper_experiment_composes_and_trains_one_step(experiment, tmp_path):
     dataset, shape, num_scales = EXPERIMENTS[experiment]
@@ -66,6 +67,7 @@ def test_paper_experiment_composes_and_trains_one_step(experiment, tmp_path):
     assert torch.isfinite(loss) and any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
 
 
+@pytest.mark.slow
 def test_reduced_ncsn_on_digits_lowers_the_validation_dsm_loss(tmp_path):
     run_dir = tmp_path / "run"
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

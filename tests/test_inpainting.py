@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ncsn.inpainting import annealed_langevin_inpaint, apply_mask, load_mask, make_mask, save_mask
+from ncsn.sampling.inpainting import annealed_langevin_inpaint, apply_mask, load_mask, make_mask, save_mask
 from ncsn.sigmas import make_sigmas
 from ncsn.toy import paper_mixture
 

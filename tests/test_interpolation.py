@@ -1,20 +1,15 @@
 """NCSNv2 interpolation: slerp of the injected noise between two seeds."""
 
-import inspect
 import math
 
 import pytest
 import torch
 
-from ncsn import sampling
-from ncsn.interpolation import SlerpNoise, interpolate, sample_from_seed, slerp, uniform_from_gaussian
+from ncsn.sampling import Sampler
+from ncsn.sampling.interpolation import SlerpNoise, interpolate, sample_from_seed, slerp, uniform_from_gaussian
+from ncsn.sampling.seeds import SampleNoise
 from ncsn.sigmas import make_sigmas
 from ncsn.toy import paper_mixture
-
-needs_noise_arg = pytest.mark.skipif(
-    "noise" not in inspect.signature(sampling.annealed_langevin).parameters,
-    reason="needs sampling.annealed_langevin(..., noise=callable) (proposed in issue 9)",
-)
 
 
 def test_slerp_endpoints_are_exact():
@@ -60,10 +55,11 @@ def test_uniform_from_gaussian():
 
 def test_slerp_noise_rows_and_endpoints():
     t = torch.tensor([0.0, 0.5, 1.0])
-    both = SlerpNoise((2, 3), 7, 8, t)
-    only_a, only_b = SlerpNoise((2, 3), 7, None, t), SlerpNoise((2, 3), 8, None, t)
+    rows = torch.arange(2)
+    both = SlerpNoise(SampleNoise(7, rows), SampleNoise(8, rows), t)
+    only_a, only_b = SampleNoise(7, rows), SampleNoise(8, rows)
     for _ in range(3):  # successive draws stay in step with the single-seed streams
-        z, za, zb = both.draw(), only_a.draw(), only_b.draw()
+        z, za, zb = both.normal((3,)), only_a.normal((3,)), only_b.normal((3,))
         assert z.shape == (6, 3)
         assert torch.equal(z[0::3], za) and torch.equal(z[2::3], zb)
         assert not torch.equal(z[1::3], za)
@@ -71,31 +67,31 @@ def test_slerp_noise_rows_and_endpoints():
         both(torch.zeros(2, 3))
 
 
-@needs_noise_arg
 def test_interpolation_endpoints_equal_single_seed_samples():
     mixture = paper_mixture()
     sigmas = make_sigmas("geometric", 20.0, 1.0, 5)
     score = mixture.score_fn(sigmas)
-    kw = dict(init_low=-8.0, init_high=8.0, denoise=True, progress=False)
-    rows = interpolate(score, sigmas, 0.1, 10, (3, 2), 1, 2, n_interp=5, **kw)
+    s = Sampler(step_lr=0.1, n_steps_each=10, init_low=-8.0, init_high=8.0, denoise=True, n_samples=3)
+    rows = interpolate(s, score, sigmas, (3, 2), 1, 2, n_interp=5, progress=False)
     assert rows.shape == (3, 5, 2)
-    a = sample_from_seed(score, sigmas, 0.1, 10, (3, 2), 1, **kw)
-    b = sample_from_seed(score, sigmas, 0.1, 10, (3, 2), 2, **kw)
+    a = sample_from_seed(s, score, sigmas, (3, 2), 1, progress=False)
+    b = sample_from_seed(s, score, sigmas, (3, 2), 2, progress=False)
     assert torch.equal(rows[:, 0], a) and torch.equal(rows[:, -1], b)
+    assert torch.equal(a, s(score, sigmas, (2,), 1, progress=False).samples)  # = mode=samples with that seed
     assert not torch.equal(a, b)
     assert torch.isfinite(rows).all()
     # reproducible per seed pair; the middle of a row is neither endpoint
-    again = interpolate(score, sigmas, 0.1, 10, (3, 2), 1, 2, n_interp=5, **kw)
+    again = interpolate(s, score, sigmas, (3, 2), 1, 2, n_interp=5, progress=False)
     assert torch.equal(rows, again)
     assert not torch.equal(rows[:, 2], a) and not torch.equal(rows[:, 2], b)
 
 
-@needs_noise_arg
 def test_interpolation_is_continuous_in_t():
     # with a linear score (Gaussian target) the sample is a smooth function of the noise:
     # neighbouring interpolants are closer than the endpoints.
     sigmas = torch.tensor([1.0, 0.5])
-    rows = interpolate(lambda x, i: -x, sigmas, 0.05, 5, (4, 1, 3, 3), 3, 4, n_interp=9, denoise=False, progress=False)
+    s = Sampler(step_lr=0.05, n_steps_each=5, denoise=False)
+    rows = interpolate(s, lambda x, i: -x, sigmas, (4, 1, 3, 3), 3, 4, n_interp=9, progress=False)
     steps = (rows[:, 1:] - rows[:, :-1]).flatten(2).norm(dim=-1)
     ends = (rows[:, -1] - rows[:, 0]).flatten(1).norm(dim=-1)
     assert (steps.max(dim=1).values < 0.5 * ends).all()

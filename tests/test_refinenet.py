@@ -165,5 +165,17 @@ def test_ncsnv2_output_is_unscaled_output_over_sigma(cls, size):
         out = net(x, levels)
         raw = net.unscaled(x)
     torch.testing.assert_close(out, raw / sigmas.float().view(-1, 1, 1, 1))
-    # f(x) does not depend on the level: the network is unconditional.
-    torch.testing.assert_close(raw[0], raw[4])
+    # f(x) does not depend on the level: the body given each level index returns the same output
+    # for the same image, and so does the whole network times sigma.
+    with torch.no_grad():
+        body = net.body(x, levels)
+    for i in range(1, 5):
+        torch.testing.assert_close(body[i], body[0])
+        torch.testing.assert_close(out[i] * sigmas[i].float(), out[0] * sigmas[0].float())
+    torch.testing.assert_close(body, raw)
+    # The same check on NCSN v1's conditional body sees the level.
+    v1 = CondRefineNetDilated(sigmas, in_channels=3, ngf=4)
+    with torch.no_grad():
+        v1.body.end_norm.norm.embed.weight.normal_(1.0, 0.5)
+        cond = v1.body(x, levels)
+    assert not torch.allclose(cond[4], cond[0])

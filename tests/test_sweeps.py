@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from conftest import run_cli
 from omegaconf import OmegaConf
 
@@ -22,6 +23,7 @@ def job_dirs(sweep: Path) -> list[Path]:
     return sorted(p.parent.parent for p in sweep.rglob(".hydra/config.yaml"))
 
 
+@pytest.mark.slow
 def test_toy_sweep_annealing_beats_single_level_in_compare(tmp_path):
     """4 jobs: num_scales 1 vs 10 x two step sizes. The annealed runs recover the mixture weights."""
     sweep = tmp_path / "toy-ablation-42"
@@ -52,6 +54,7 @@ def test_toy_sweep_annealing_beats_single_level_in_compare(tmp_path):
         assert b"toy-ablation-42" in blob and b"sigmas.num_scales=" in blob and "sigmas.num_scales=" in overrides
 
 
+@pytest.mark.slow
 def test_multirun_with_ddp_runs_each_job_once_on_every_rank(tmp_path):
     """python train.py -m ... trainer.devices=2 trainer.strategy=ddp (gloo, CPU): each job's ranks
     record the same resolved config and there is one sweep directory (Lightning issue 11300)."""
@@ -84,6 +87,7 @@ def test_multirun_with_ddp_runs_each_job_once_on_every_rank(tmp_path):
 SECRET = "k3y-0f-a-ser1ous-s3cret-0123456789abcdef"
 
 
+@pytest.mark.slow
 def test_wandb_offline_run_records_metrics_and_images(tmp_path):
     run_dir = tmp_path / "run"
     res = run_cli(

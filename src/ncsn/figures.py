@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from torchvision.utils import make_grid, save_image  # noqa: E402
@@ -149,6 +150,8 @@ def toy_figure(
     seed: int = 0,
     init_low: float = -8.0,
     init_high: float = 8.0,
+    learned_samples=None,
+    learned_label: str = "annealed",
 ) -> dict:
     """NCSN Fig. 3: (a) data samples, (b) Langevin dynamics (NCSN Eq. (4)) with exact scores at
     the smallest sigma, step size alpha_L = ``step_lr`` and L * ``n_steps_each`` steps, (c)
@@ -157,6 +160,8 @@ def toy_figure(
     against the exact one at the smallest sigma, title with the annealed Langevin weights
     obtained with the learned score. Samplers start uniform on [init_low, init_high]^2.
 
+    ``learned_samples()``, if given, draws the learned-score samples of panel (d) (e.g. the
+    configured sampler, any kind, named ``learned_label``); else annealed Langevin as in (c).
     Each title states the mode weights recovered by ``mixture.mode_weights``. Returns
     {"data", "langevin", "annealed"[, "learned"]: list of weights, ["score_rel_error": float]}.
     """
@@ -184,16 +189,19 @@ def toy_figure(
     _scatter(axes[2], annealed, f"(c) annealed Langevin, weights {_fmt(weights['annealed'])}", lim)
     out = {}
     if learned_score is not None:
-        learned_samples = annealed_langevin(
-            learned_score, init(), sigmas, step_lr, n_steps_each, generator=gen, progress=False
-        ).samples
-        weights["learned"] = mixture.mode_weights(learned_samples)
+        if learned_samples is None:
+            drawn = annealed_langevin(
+                learned_score, init(), sigmas, step_lr, n_steps_each, generator=gen, progress=False
+            ).samples
+        else:
+            drawn = learned_samples()
+        weights["learned"] = mixture.mode_weights(drawn.float().cpu())
         out["score_rel_error"] = _quiver(axes[3], mixture, sigmas, learned_score, lim)
         axes[3].set_xlim(-lim, lim)
         axes[3].set_ylim(-lim, lim)
         axes[3].set_aspect("equal")
         axes[3].set_title(
-            f"(d) learned (red) vs exact score\nannealed w. learned: {_fmt(weights['learned'])}, "
+            f"(d) learned (red) vs exact score\n{learned_label} w. learned: {_fmt(weights['learned'])}, "
             f"rel. err {out['score_rel_error']:.3f}",
             fontsize=8,
         )
@@ -217,3 +225,66 @@ def save_samples_figure(samples: torch.Tensor, path: Path, datamodule=None) -> N
             factor = -(-32 // images.shape[-1])
             images = torch.nn.functional.interpolate(images, scale_factor=factor, mode="nearest")
         save_grid(images, path, nrow=int(max(1, round(len(samples) ** 0.5))))
+
+
+# ----------------------------------------------------------------------------- loss per noise level
+
+
+def save_loss_by_sigma(
+    curves: list,
+    path,
+    title: str | None = None,
+    highlight_last: bool = False,
+    ylabel: str = "validation DSM loss (lambda(sigma)-weighted)",
+) -> Path:
+    """The validation DSM loss of each noise level against sigma (log x axis; log y when every
+    loss is positive and they span a factor 10 or more).
+
+    ``curves``: ``(label, sigmas, losses)`` or ``(label, sigmas, losses, errors)`` tuples of
+    equal-length sequences (``errors``: half-widths drawn as error bars, e.g. the std over
+    seeds). ``highlight_last``: the curves are one run's validations in time order: older ones
+    thin and coloured by age, the last one thick and black (its label says so).
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    n = len(curves)
+    values = [float(v) for c in curves for v in c[2]]
+    log_y = bool(values) and min(values) > 0 and max(values) / min(values) >= 10
+    for k, curve in enumerate(curves):
+        label, sig, loss = curve[0], [float(v) for v in curve[1]], [float(v) for v in curve[2]]
+        err = [float(v) for v in curve[3]] if len(curve) > 3 and curve[3] is not None else None
+        order = sorted(range(len(sig)), key=lambda i: sig[i])
+        sig, loss = [sig[i] for i in order], [loss[i] for i in order]
+        err = [err[i] for i in order] if err is not None else None
+        style = {"marker": "o", "markersize": 3, "label": label}
+        if highlight_last:
+            last = k == n - 1
+            color = "black" if last else plt.cm.viridis(k / max(n - 1, 1))
+            style.update(
+                color=color, linewidth=2.2 if last else 0.9, alpha=1.0 if last else 0.6, zorder=3 if last else 2
+            )
+            if last:
+                style["label"] = f"{label} (latest)"
+            elif n > 16 and k > 0:  # many validations: label the first and the latest only
+                style["label"] = None
+        if err is not None:
+            ax.errorbar(sig, loss, yerr=err, capsize=2, **style)
+        else:
+            ax.plot(sig, loss, **style)
+    ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis) if log_y else (ax.xaxis,):  # 0.01, 30: not 10^-2, 3 x 10^1
+        axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
+    ax.set_xlabel("sigma (noise level)")
+    ax.set_ylabel(ylabel, fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, which="both")
+    if 0 < n and (n <= 16 or highlight_last):
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = _parent(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

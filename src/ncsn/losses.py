@@ -9,6 +9,11 @@ Weighting lambda(sigma) = sigma^anneal_power (2 in the papers). As in the refere
     l_n = 1/2 * sum_dims (s_theta(x~, i) + z / sigma_i)^2 * sigma_i^anneal_power
 
 and the returned loss is the batch mean of l_n.
+
+With ``continuous=True`` (for sigma-continuous networks, ``net.continuous``) each example's
+sigma is drawn log-uniformly in [sigma_L, sigma_1] instead of from the L levels, and the network
+is called with the sigma values (a floating tensor) instead of level indices; the reported
+``level_index`` is then the training level nearest in log sigma (for per-level logging).
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class DSMOutput(NamedTuple):
     loss: torch.Tensor  # scalar: mean over the batch of per_example
     per_example: torch.Tensor  # (N,) weighted per-example loss l_n
-    level_index: torch.Tensor  # (N,) long: the level drawn for each example
+    level_index: torch.Tensor  # (N,) long: the level drawn for each example (continuous: the nearest)
+    sigma: torch.Tensor | None = None  # (N,): each example's sigma
 
 
 def dsm_loss(
@@ -34,13 +40,26 @@ def dsm_loss(
     anneal_power: float = 2.0,
     generator: torch.Generator | None = None,
     level_index: torch.Tensor | None = None,
+    continuous: bool = False,
 ) -> DSMOutput:
     """Annealed DSM loss of NCSN Eq. (6) for one batch ``x`` (N, ...).
 
     ``sigmas`` are the noise levels (index 0 = largest); ``level_index`` may fix the level of
     each example (validation per level), otherwise it is drawn uniformly with ``generator``.
+    ``continuous``: sigma log-uniform in [sigma_L, sigma_1] per example (see the module docstring;
+    a given ``level_index`` still fixes the levels).
     """
     n = x.shape[0]
+    if continuous and level_index is None:
+        log_sig = torch.log(sigmas.to(device=x.device, dtype=torch.float64))
+        u = torch.rand(n, device=x.device, generator=generator, dtype=torch.float64)
+        log_s = log_sig[-1] + u * (log_sig[0] - log_sig[-1])
+        level_index = (log_s[:, None] - log_sig[None]).abs().argmin(dim=1)
+        sigma = torch.exp(log_s).to(x.dtype).view(n, *([1] * (x.dim() - 1)))
+        z = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
+        score = score_fn(x + sigma * z, sigma.flatten())
+        per_example = 0.5 * ((score + z / sigma) ** 2).flatten(1).sum(1) * sigma.flatten() ** anneal_power
+        return DSMOutput(per_example.mean(), per_example, level_index, sigma.flatten())
     if level_index is None:
         level_index = torch.randint(0, len(sigmas), (n,), device=x.device, generator=generator)
     sigma = sigmas.to(device=x.device, dtype=x.dtype)[level_index].view(n, *([1] * (x.dim() - 1)))
@@ -48,7 +67,7 @@ def dsm_loss(
     perturbed = x + sigma * z
     score = score_fn(perturbed, level_index)
     per_example = 0.5 * ((score + z / sigma) ** 2).flatten(1).sum(1) * sigma.flatten() ** anneal_power
-    return DSMOutput(per_example.mean(), per_example, level_index)
+    return DSMOutput(per_example.mean(), per_example, level_index, sigma.flatten())
 
 
 def per_level_mean(per_example: torch.Tensor, level_index: torch.Tensor, num_scales: int):
@@ -58,3 +77,60 @@ def per_level_mean(per_example: torch.Tensor, level_index: torch.Tensor, num_sca
     sums.index_add_(0, level_index, per_example.detach())
     counts.index_add_(0, level_index, torch.ones_like(per_example))
     return sums, counts
+
+
+class LevelLoss:
+    """Validation DSM loss per noise level, every level with the same number of images.
+
+    Each held-out image is evaluated at ``levels_per_image`` (k) levels: the (image, level) pairs
+    run through the levels in a fixed cycle 0, 1, ..., L-1, 0, 1, ..., so image p of the stream
+    gets levels (p k + t) mod L, t < k. With k = L (the default) every image is evaluated at every
+    level (L forward passes per image); with k < L it is a deterministic stratified assignment
+    (k passes per image). Only complete cycles are counted, so every level has exactly the same
+    count: for n images, floor(n k / L) per level (n with k = L); the last incomplete cycle (fewer
+    than L pairs) is dropped. No randomness: the same images get the same levels at every
+    validation. Plain torch; one instance per validation epoch (per process under DDP, where each
+    rank sees the same number of images, so the counts stay equal after summing across ranks).
+    """
+
+    def __init__(self, num_scales: int, levels_per_image: int | None = None, device=None):
+        if num_scales < 1:
+            raise ValueError(f"num_scales={num_scales} must be >= 1")
+        k = num_scales if levels_per_image is None else min(int(levels_per_image), num_scales)
+        if k < 1:
+            raise ValueError(f"levels_per_image={levels_per_image} must be None or >= 1")
+        self.num_scales, self.levels_per_image = num_scales, k
+        self.sums = torch.zeros(num_scales, device=device, dtype=torch.float64)
+        self.counts = torch.zeros(num_scales, device=device, dtype=torch.float64)
+        self._pending = torch.zeros(num_scales, device=device, dtype=torch.float64)
+        self._pending_n = torch.zeros(num_scales, device=device, dtype=torch.float64)
+        self.pairs = 0  # (image, level) pairs seen so far
+
+    def pairs_for(self, n_images: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image index in the batch, level index) of the next ``n_images`` images' pairs, image-major."""
+        k = self.levels_per_image
+        image = torch.arange(n_images, device=self.sums.device).repeat_interleave(k)
+        level = (self.pairs + torch.arange(n_images * k, device=self.sums.device)) % self.num_scales
+        return image, level
+
+    def add(self, per_example: torch.Tensor, level_index: torch.Tensor) -> None:
+        """Add the losses of the pairs ``pairs_for`` returned (same order)."""
+        n, length = len(per_example), self.num_scales
+        complete = (self.pairs + n) // length * length  # pairs before this position form whole cycles
+        if self.pairs < complete:  # the cycle in progress is completed by this batch
+            self.sums += self._pending
+            self.counts += self._pending_n
+            self._pending.zero_()
+            self._pending_n.zero_()
+        done = (self.pairs + torch.arange(n, device=level_index.device)) < complete
+        values = per_example.detach().to(torch.float64)
+        for mask, sums, counts in ((done, self.sums, self.counts), (~done, self._pending, self._pending_n)):
+            sums.index_add_(0, level_index[mask], values[mask])
+            counts.index_add_(0, level_index[mask], torch.ones_like(values[mask]))
+        self.pairs += n
+
+    @staticmethod
+    def cost(num_scales: int, num_images: int, levels_per_image: int | None = None) -> tuple[int, int]:
+        """(forward passes per validation, images per level) for ``num_images`` held-out images."""
+        k = num_scales if levels_per_image is None else min(levels_per_image, num_scales)
+        return num_images * k, num_images * k // num_scales

@@ -8,7 +8,7 @@ LightningModule, the sampler callers and the benchmarks (``bench/``) share them:
 * ``autocast(device, dtype)``           an autocast context, a no-op for ``dtype=None``
 * ``score_autocast(score_fn, dtype)``   a score function that runs under autocast, returns float32
 * ``adam_kwargs(device, fused)``        ``fused``/``foreach`` keyword arguments for ``torch.optim.Adam``
-* ``cuda_graph_score(net, x, labels)``  a CUDA-graph replay of a fixed-shape score call (GPU only)
+* ``cuda_graph_score(net, x, level_index)``  a CUDA-graph replay of a fixed-shape score call (GPU only)
 * ``nnpack_convs(net)``                 NNPACK (Winograd) for the 3x3 convs on CPU, fp32 (CPU only gain)
 
 Measured effects and tolerances: ``docs/performance.md``.
@@ -67,7 +67,7 @@ def maybe_compile(fn_or_module, enabled: bool = False, mode: str | None = None, 
     """``torch.compile(fn_or_module, mode=mode, **kwargs)`` if ``enabled``, else the argument itself.
 
     ``mode``: None (default), "reduce-overhead" (CUDA graphs), "max-autotune". Compiling the
-    NCSN CIFAR-10 net takes minutes on a CPU (FACTS.md: ~280 s, no gain), so it stays off by default.
+    NCSN CIFAR-10 net takes minutes on a CPU (~280 s on a 2-core CPU, no faster after), so it stays off by default.
     Compiling a module returns a wrapper that shares the parameters: keep the original module for
     ``state_dict``/EMA and call the compiled one in the hot loop.
     """
@@ -130,8 +130,10 @@ def adam_kwargs(device, fused: bool | str = "auto") -> dict:
     raise ValueError(f"optim fused={fused!r} must be true, false or 'auto'")
 
 
-def cuda_graph_score(net: ScoreFn, example_x: torch.Tensor, example_labels: torch.Tensor, warmup: int = 3) -> ScoreFn:
-    """Capture one inference call ``net(x, labels)`` of fixed shape into a CUDA graph; return a
+def cuda_graph_score(
+    net: ScoreFn, example_x: torch.Tensor, example_level_index: torch.Tensor, warmup: int = 3
+) -> ScoreFn:
+    """Capture one inference call ``net(x, level_index)`` of fixed shape into a CUDA graph; return a
     score function that copies its inputs into the captured buffers and replays the graph.
 
     Saves the per-kernel launch overhead of eager PyTorch (large for small batches: the NCSN nets
@@ -147,23 +149,23 @@ def cuda_graph_score(net: ScoreFn, example_x: torch.Tensor, example_labels: torc
             "leave the CUDA-graph option off on CPU"
         )
     static_x = example_x.detach().clone()
-    static_labels = example_labels.detach().clone()
+    static_level_index = example_level_index.detach().clone()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.no_grad(), torch.cuda.stream(stream):  # warm-up (cuDNN autotuning, allocations)
         for _ in range(warmup):
-            net(static_x, static_labels)
+            net(static_x, static_level_index)
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.no_grad(), torch.cuda.graph(graph):
-        static_out = net(static_x, static_labels)
+        static_out = net(static_x, static_level_index)
 
     def score(x: torch.Tensor, level_index: torch.Tensor) -> torch.Tensor:
-        if x.shape != static_x.shape or level_index.shape != static_labels.shape or x.device != static_x.device:
+        if x.shape != static_x.shape or level_index.shape != static_level_index.shape or x.device != static_x.device:
             with torch.no_grad():
                 return net(x, level_index)
         static_x.copy_(x)
-        static_labels.copy_(level_index)
+        static_level_index.copy_(level_index)
         graph.replay()
         return static_out.clone()
 

@@ -51,10 +51,16 @@ class GaussianMixture:
         return (-(r[..., None] * diff / var[None, :, None]).sum(1)).to(x.dtype)
 
     def score_fn(self, sigmas: torch.Tensor):
-        """A ``score(x, level_index)`` function for the samplers, exact at every level."""
+        """A ``score(x, level_index)`` function for the samplers, exact at every level; like a
+        sigma-continuous network (``score.continuous``) it also takes a floating tensor of sigmas."""
         sig = sigmas.to(torch.float64)
 
         def score(x: torch.Tensor, level_index: torch.Tensor) -> torch.Tensor:
+            if torch.is_floating_point(level_index):  # sigma values
+                sigma = level_index.to(torch.float64)
+                if bool((sigma == sigma[0]).all()):
+                    return self.score(x, float(sigma[0]))
+                return torch.stack([self.score(x[k : k + 1], float(s))[0] for k, s in enumerate(sigma.tolist())])
             levels = torch.unique(level_index)
             out = torch.empty_like(x)
             for i in levels.tolist():
@@ -62,6 +68,7 @@ class GaussianMixture:
                 out[m] = self.score(x[m], float(sig[i]))
             return out
 
+        score.continuous = True
         return score
 
     def mode_weights(self, x: torch.Tensor) -> torch.Tensor:

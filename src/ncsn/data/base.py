@@ -108,8 +108,9 @@ class ImageDataModule(L.LightningDataModule):
     def val_dataloader(self):
         return self._loader(self.val_set, shuffle=False, drop_last=False, generator=fixed_generator())
 
-    def iter_unaugmented(self, split: str, batch_size: int = 256) -> Iterator[torch.Tensor]:
-        """Deterministic, un-augmented batches of images of ``split`` (for FID statistics)."""
+    def iter_unaugmented(self, split: str, batch_size: int) -> Iterator[torch.Tensor]:
+        """Deterministic, un-augmented batches of ``batch_size`` images of ``split`` (for FID
+        statistics: the workflow passes fid.batch_size)."""
         loader = DataLoader(self.load_split(split), batch_size=batch_size, shuffle=False, num_workers=0)
         for x, _ in loader:
             yield x

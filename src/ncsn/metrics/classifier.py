@@ -22,8 +22,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backend import FIDBackend, check_images
-
 log = logging.getLogger(__name__)
 
 #: bump when the architecture or the training recipe changes (part of the cache key)
@@ -141,40 +139,25 @@ def _weights_hash(state_dict: dict) -> str:
     return h.hexdigest()[:8]
 
 
-class ClassifierBackend(FIDBackend):
-    """Penultimate-layer features of a ``SmallClassifier``."""
+class ClassifierFeatures(nn.Module):
+    """The FID feature extractor of a ``SmallClassifier`` (a torchmetrics custom extractor):
+    float images (N, C, H, W) in [0, 1] (clamped; NaN -> 0) -> penultimate features (N, 128) float64."""
 
-    def __init__(
-        self,
-        model: SmallClassifier,
-        name: str,
-        test_accuracy: float,
-        batch_size: int = 1000,
-        device: torch.device | str = "cpu",
-    ):
-        self.model = model.eval().requires_grad_(False).to(device)
+    def __init__(self, model: SmallClassifier, name: str, test_accuracy: float):
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
         self.name = name
-        self.feature_dim = model.feature_dim
+        self.num_features = model.feature_dim
         self.in_channels = model.body[0].in_channels
         self.test_accuracy = test_accuracy
-        self.batch_size = batch_size
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def to(self, device: torch.device | str) -> ClassifierBackend:
-        self.model.to(device)
-        return self
+    def train(self, mode: bool = True) -> ClassifierFeatures:
+        return super().train(False)  # always in eval mode, like torchmetrics' InceptionV3
 
     @torch.no_grad()
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        check_images(images, (self.in_channels,), f"ClassifierBackend({self.name}).features")
-        out = []
-        for chunk in images.split(self.batch_size):
-            x = torch.nan_to_num(chunk.to(self.device, torch.float32), nan=0.0).clamp(0.0, 1.0)
-            out.append(self.model.features(x).to(torch.float64))
-        return torch.cat(out)
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = torch.nan_to_num(images.to(torch.float32), nan=0.0).clamp(0.0, 1.0)
+        return self.model.features(x).to(torch.float64)
 
 
 def build_classifier_backend(
@@ -184,9 +167,8 @@ def build_classifier_backend(
     seed: int,
     epochs: int,
     load_train_arrays: Callable[[], tuple[np.ndarray, np.ndarray]],
-    batch_size: int = 1000,
     device: torch.device | str = "cpu",
-) -> ClassifierBackend:
+) -> ClassifierFeatures:
     """Load the cached classifier for (dataset, image_size, seed, epochs), or train and cache it.
 
     ``load_train_arrays()`` -> (images (N, C, H, W) float in [0, 1], labels (N,) int) is only
@@ -242,4 +224,4 @@ def build_classifier_backend(
         os.replace(tmp, path)
         log.info("FID classifier trained for %s: test accuracy %.4f, cached at %s", dataset, acc, path)
     name = f"{path.stem}-{_weights_hash(model.state_dict())}"
-    return ClassifierBackend(model, name=name, test_accuracy=acc, batch_size=batch_size, device=device)
+    return ClassifierFeatures(model, name=name, test_accuracy=acc).to(device)

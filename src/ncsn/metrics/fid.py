@@ -1,86 +1,189 @@
 """FID of generated images against fixed real statistics, and the one builder every caller uses.
 
-``FID`` is a plain object, not an ``nn.Module`` or torchmetrics ``Metric``: keep it outside the
-LightningModule so it is in no state_dict, checkpoint or EMA copy. Under DDP each rank updates
-its own accumulator; sum ``state_tensors()`` across ranks (or ``all_reduce(fn)``) before
-``compute()``, which then gives the FID of all ranks' images on every rank.
+The metric object is torchmetrics' ``FrechetInceptionDistance``: its states (feature sums and
+counts), its Fréchet distance and its DDP synchronisation (the states are summed across ranks
+inside ``compute()``, so every rank must call ``compute()``). What torchmetrics has no
+equivalent for is added here: the real side comes from cached or published statistics
+(mean and covariance, the TTUR / pytorch-fid ``.npz``) loaded into its real-feature states,
+and images are given as floats in [0, 1] and turned into what the extractor takes:
+
+* Inception (RGB data): torchmetrics' own InceptionV3 (``feature=2048``) with torch-fidelity's
+  TF-FID weights file (``feature_extractor_weights_path``, never downloaded here) and
+  ``antialias=False`` (the TensorFlow-FID resize). Images become uint8 pixels the way a saved
+  PNG sample is (``to_uint8``: ``floor(255 x + 0.5)``, the NCSN protocol) rather than
+  torchmetrics' ``normalize=True`` truncation; grayscale is repeated to RGB.
+* Classifier (digits, MNIST): a custom ``nn.Module`` feature extractor
+  (``classifier.ClassifierFeatures``) that takes the float images.
+
+Keep the metric outside the LightningModule (the samples callback holds it), so it is in no
+state_dict, checkpoint or EMA copy.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
 
-from .backend import FIDBackend
 from .classifier import build_classifier_backend
-from .frechet import FeatureStats, frechet_distance
-from .inception import InceptionBackend
+from .inception import check_inception_weights, to_uint8
 from .stats import load_or_compute_real_stats
 
 BACKENDS = ("inception", "classifier", "none")
+INCEPTION_NAME = "inception2048-tf20151205"
+_REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num_samples")
+#: the count the loaded real statistics are stored with: only their mean and covariance enter
+#: the FID; a power of two keeps ``sum / n`` exact
+_REAL_COUNT = 2
 
 
-class FID:
-    """Fréchet distance between a feature extractor's statistics of fake images and real ones."""
+def _same_on_every_rank(stacked: torch.Tensor) -> torch.Tensor:
+    """DDP reduction of the real states: every rank loaded the same statistics, keep one copy."""
+    return stacked[0]
 
-    def __init__(self, backend: FIDBackend, real_mu: np.ndarray, real_sigma: np.ndarray):
-        d = backend.feature_dim
-        if np.shape(real_mu) != (d,) or np.shape(real_sigma) != (d, d):
-            raise ValueError(
-                f"FID: real statistics mu {np.shape(real_mu)} / sigma "
-                f"{np.shape(real_sigma)} do not match backend {backend.name} (D={d})"
+
+def check_images(images: torch.Tensor, channels: tuple[int, ...], where: str) -> None:
+    """Raise a ValueError naming ``where`` unless ``images`` is a float (N, C, H, W) batch."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"{where}: expected a float tensor (N, C, H, W) of images in [0, 1], got {shape}")
+    if images.shape[1] not in channels:
+        raise ValueError(
+            f"{where}: images have {images.shape[1]} channels, this extractor takes {' or '.join(map(str, channels))}"
+        )
+    if not images.is_floating_point():
+        raise ValueError(
+            f"{where}: images have dtype {images.dtype}; pass floats in [0, 1] (divide uint8 images by 255)"
+        )
+
+
+class FID(FrechetInceptionDistance):
+    """torchmetrics' FID with real statistics loaded from ``(mu, sigma)`` and float images in [0, 1].
+
+    ``update(images)`` adds generated images (``real=True``: real ones, used to compute the
+    statistics on a cache miss); ``reset()`` forgets the generated images only;
+    ``compute()`` returns a float (and synchronises the states across DDP ranks).
+    """
+
+    def __init__(
+        self,
+        feature: nn.Module | None,
+        name: str,
+        weights_path: str | os.PathLike | None = None,
+        batch_size: int = 200,
+    ):
+        """``feature``: a custom extractor (an ``nn.Module`` with ``num_features``, taking float
+        images in [0, 1]); None: torchmetrics' InceptionV3 loaded from ``weights_path``."""
+        if batch_size < 1:
+            raise ValueError(f"fid.batch_size={batch_size}: must be >= 1")
+        if feature is None:
+            super().__init__(
+                feature=2048,
+                reset_real_features=False,
+                normalize=False,
+                feature_extractor_weights_path=str(weights_path),
+                antialias=False,
             )
-        self.backend = backend
-        self.real_mu = np.asarray(real_mu, dtype=np.float64)
-        self.real_sigma = np.asarray(real_sigma, dtype=np.float64)
-        self.fake = FeatureStats(d, backend.device)
-
-    @property
-    def name(self) -> str:
-        return self.backend.name
+        else:
+            super().__init__(feature=feature, reset_real_features=False, normalize=True)
+        for state in _REAL_STATES:
+            self._reductions[state] = _same_on_every_rank
+        self.name = name
+        self.batch_size = batch_size
+        self.weights_path = weights_path
+        self.feature_dim = int(self.fake_features_sum.shape[0])
 
     @property
     def device(self) -> torch.device:
-        return self.backend.device
+        return self.fake_features_sum.device
 
     @property
     def num_fake(self) -> int:
-        return self.fake.n
+        return int(self.fake_features_num_samples)
 
-    def to(self, device: torch.device | str) -> FID:
-        """Move the extractor and the fake-image accumulator (e.g. to the LightningModule's device)."""
-        self.backend.to(device)
-        self.fake.to(device)
-        return self
-
-    def reset(self) -> None:
-        """Forget the fake images seen so far (the real statistics stay)."""
-        self.fake.reset()
+    @property
+    def num_real(self) -> int:
+        return int(self.real_features_num_samples)
 
     @torch.no_grad()
-    def update(self, images: torch.Tensor) -> None:
-        """Add generated images (N, C, H, W) in [0, 1] (clamped; NaN -> 0)."""
-        self.fake.update(self.backend.features(images))
+    def update(self, images: torch.Tensor, real: bool = False) -> None:
+        """Add images (N, C, H, W) floats in [0, 1] (clamped; NaN -> 0), ``batch_size`` at a time."""
+        channels = (getattr(self.inception, "in_channels", images.shape[1]),) if self.used_custom_model else (1, 3)
+        check_images(images, channels, f"FID({self.name}).update")
+        for chunk in images.split(self.batch_size):
+            x = chunk.to(self.device)
+            if not self.used_custom_model:
+                x = to_uint8(x)
+                if x.shape[1] == 1:
+                    x = x.expand(-1, 3, -1, -1)
+                x = x.contiguous()
+            super().update(x, real=real)
 
-    def state_tensors(self) -> list[torch.Tensor]:
-        """The accumulator's tensors [count, sum, sum_outer] (float64): all-reduce them with SUM."""
-        return self.fake.state_tensors()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The extractor's features (N, D) float64 of float images in [0, 1] (what ``update`` adds)."""
+        with torch.no_grad():
+            x = images.to(self.device)
+            if not self.used_custom_model:
+                x = to_uint8(x)
+                x = (x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x).contiguous()
+            return self.inception(x).to(torch.float64)
 
-    def all_reduce(self, fn: Callable[[torch.Tensor], torch.Tensor | None]) -> None:
-        """Sum the accumulator across ranks with ``fn`` (see ``FeatureStats.all_reduce``)."""
-        self.fake.all_reduce(fn)
+    def set_real_stats(self, mu, sigma) -> None:
+        """Load real statistics (mean (D,), unbiased covariance (D, D)) into the real states."""
+        d = self.feature_dim
+        if np.shape(mu) != (d,) or np.shape(sigma) != (d, d):
+            raise ValueError(
+                f"FID: real statistics mu {np.shape(mu)} / sigma {np.shape(sigma)} do not match "
+                f"the feature extractor {self.name} (D={d})"
+            )
+        mu = torch.as_tensor(np.asarray(mu, dtype=np.float64), device=self.device)
+        sigma = torch.as_tensor(np.asarray(sigma, dtype=np.float64), device=self.device)
+        n = _REAL_COUNT
+        self.real_features_num_samples = torch.tensor(n, dtype=torch.long, device=self.device)
+        self.real_features_sum = mu * n
+        self.real_features_cov_sum = sigma * (n - 1) + n * torch.outer(mu, mu)
+
+    def reset_real(self) -> None:
+        """Forget the real side (``reset`` keeps it)."""
+        for state in _REAL_STATES:
+            getattr(self, state).zero_()
+
+    @staticmethod
+    def _mean_cov(total: torch.Tensor, outer: torch.Tensor, count: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        n = int(count)
+        if n < 2:
+            raise ValueError(f"FID: {n} images; at least 2 are needed for a covariance (sample or load more images)")
+        mu = (total / n).cpu().numpy()
+        sigma = ((outer - n * torch.outer(total / n, total / n)) / (n - 1)).cpu().numpy()
+        return mu, 0.5 * (sigma + sigma.T)
+
+    def real_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sigma) float64 of the real side (loaded, or of the real images given to ``update``)."""
+        return self._mean_cov(self.real_features_sum, self.real_features_cov_sum, self.real_features_num_samples)
 
     def fake_stats(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mu, sigma) of the fake images so far, e.g. to save with ``save_stats_npz``."""
-        return self.fake.mean_cov()
+        """(mu, sigma) of the generated images so far (this rank's), e.g. to save with ``save_stats_npz``."""
+        return self._mean_cov(self.fake_features_sum, self.fake_features_cov_sum, self.fake_features_num_samples)
+
+    @property
+    def real_mu(self) -> np.ndarray:
+        return self.real_stats()[0]
+
+    @property
+    def real_sigma(self) -> np.ndarray:
+        return self.real_stats()[1]
 
     def compute(self) -> float:
-        """FID of the images seen since the last ``reset`` (needs at least 2)."""
-        mu, sigma = self.fake.mean_cov()
-        return frechet_distance(mu, sigma, self.real_mu, self.real_sigma)
+        """FID of the generated images since the last ``reset`` (all ranks' together; needs >= 2)."""
+        for side, count in (("generated", self.fake_features_num_samples), ("real", self.real_features_num_samples)):
+            if int(count) < 2:
+                raise ValueError(f"FID.compute: {int(count)} {side} images; at least 2 are needed")
+        return float(super().compute())
 
     def score(self, batches: Iterable[torch.Tensor]) -> float:
         """``reset``, ``update`` with every batch, ``compute`` (single process)."""
@@ -88,6 +191,12 @@ class FID:
         for x in batches:
             self.update(x)
         return self.compute()
+
+    def fresh(self) -> FID:
+        """A metric with the same extractor (shared, not copied) and real statistics, no generated images."""
+        other = copy.deepcopy(self, memo={id(self.inception): self.inception})
+        other.reset()
+        return other
 
 
 def build_fid(
@@ -133,7 +242,8 @@ def build_fid(
             f"fid.backend=classifier, not {backend!r}; remove them"
         )
     if backend == "inception":
-        extractor: FIDBackend = InceptionBackend(weights_path=weights_path, batch_size=batch_size, device=device)
+        path = check_inception_weights(weights_path)  # an explicit file: torchmetrics never downloads
+        fid = FID(None, INCEPTION_NAME, weights_path=path, batch_size=batch_size)
     else:
         if classifier_seed is None or classifier_epochs is None or load_train_arrays is None:
             raise ValueError(
@@ -147,10 +257,9 @@ def build_fid(
             seed=classifier_seed,
             epochs=classifier_epochs,
             load_train_arrays=load_train_arrays,
-            batch_size=batch_size,
             device=device,
         )
-    mu, sigma = load_or_compute_real_stats(
-        extractor, cache_dir, dataset, split, image_size, real_batches, stats_path=stats_path
-    )
-    return FID(extractor, mu, sigma)
+        fid = FID(extractor, extractor.name, batch_size=batch_size)
+    fid.to(device)
+    load_or_compute_real_stats(fid, cache_dir, dataset, split, image_size, real_batches, stats_path=stats_path)
+    return fid

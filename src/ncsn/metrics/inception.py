@@ -1,9 +1,10 @@
-"""InceptionV3 pool features (2048-d) with TensorFlow-FID-compatible preprocessing.
+"""InceptionV3 pool features (2048-d) with TensorFlow-FID-compatible preprocessing: the weights
+file and the pixel conversion (the network itself is torchmetrics' ``feature=2048`` extractor).
 
-The network is torch-fidelity's ``FeatureExtractorInceptionV3`` with the TF-FID weights
-(``weights-inception-2015-12-05-6726825d.pth``, converted from the 2015-12-05 TensorFlow graph
-that TTUR's ``fid.py`` uses). It resizes with torch-fidelity's bilinear-like-TF1 interpolation
-(what torchmetrics does with ``antialias=False``; torchmetrics >= 1.8 defaults to an
+The weights are torch-fidelity's TF-FID weights (``weights-inception-2015-12-05-6726825d.pth``,
+converted from the 2015-12-05 TensorFlow graph that TTUR's ``fid.py`` uses), given to
+torchmetrics as ``feature_extractor_weights_path``; with ``antialias=False`` it resizes with
+torch-fidelity's bilinear-like-TF1 interpolation (torchmetrics >= 1.8 defaults to an
 antialiased resize that no longer matches TF FID).
 
 Images are first turned into 8-bit pixels the way a saved PNG sample is (the NCSN/NCSNv2
@@ -22,8 +23,6 @@ import os
 from pathlib import Path
 
 import torch
-
-from .backend import FIDBackend, check_images
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 # torch_fidelity.feature_extractor_inceptionv3.URL_INCEPTION_V3 (torch-fidelity 0.4)
@@ -83,48 +82,3 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Float images in [0, 1] -> uint8 pixels as a saved PNG has them: floor(255 x + 0.5)."""
     x = torch.nan_to_num(images.float(), nan=0.0).clamp(0.0, 1.0)
     return (x * 255.0 + 0.5).floor().clamp(0, 255).to(torch.uint8)
-
-
-class InceptionBackend(FIDBackend):
-    """2048-d InceptionV3 pool3 features of RGB (or grayscale, repeated to RGB) images."""
-
-    name = "inception2048-tf20151205"
-    feature_dim = 2048
-
-    def __init__(
-        self, weights_path: str | os.PathLike | None = None, batch_size: int = 200, device: torch.device | str = "cpu"
-    ):
-        """``batch_size``: images per network forward (resized to 299x299 inside)."""
-        if batch_size < 1:
-            raise ValueError(f"fid.batch_size={batch_size}: must be >= 1")
-        path = check_inception_weights(weights_path)
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-        # An explicit path: torch-fidelity loads the file and never downloads.
-        self.net = FeatureExtractorInceptionV3(
-            "inception-v3-compat", ["2048"], feature_extractor_weights_path=str(path)
-        )
-        self.net.eval().requires_grad_(False)
-        self.net.to(device)
-        self.weights_path = path
-        self.batch_size = batch_size
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.net.parameters()).device
-
-    def to(self, device: torch.device | str) -> InceptionBackend:
-        self.net.to(device)
-        return self
-
-    @torch.no_grad()
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        check_images(images, (1, 3), "InceptionBackend.features")
-        out = []
-        for chunk in images.split(self.batch_size):
-            x = to_uint8(chunk.to(self.device))
-            if x.shape[1] == 1:
-                x = x.expand(-1, 3, -1, -1)
-            (f,) = self.net(x.contiguous())
-            out.append(f.to(torch.float64))
-        return torch.cat(out)

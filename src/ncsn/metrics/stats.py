@@ -16,9 +16,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .backend import FIDBackend
-from .frechet import FeatureStats
-
 log = logging.getLogger(__name__)
 
 
@@ -91,17 +88,18 @@ def load_stats_npz(
 
 
 @torch.no_grad()
-def compute_stats(backend: FIDBackend, batches: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray, int]:
-    """(mu, sigma, n) of the backend's features over image batches (N, C, H, W) in [0, 1]."""
-    acc = FeatureStats(backend.feature_dim, backend.device)
+def compute_stats(fid, batches: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.ndarray, int]:
+    """(mu, sigma, n) of the metric's features over real image batches (N, C, H, W) in [0, 1]
+    (given to ``fid.update(..., real=True)``; the metric keeps them as its real side)."""
+    fid.reset_real()  # forget any real statistics loaded before
     for x in batches:
-        acc.update(backend.features(x))
-    mu, sigma = acc.mean_cov()
-    return mu, sigma, acc.n
+        fid.update(x, real=True)
+    mu, sigma = fid.real_stats()
+    return mu, sigma, fid.num_real
 
 
 def load_or_compute_real_stats(
-    backend: FIDBackend,
+    fid,
     cache_dir: str | os.PathLike,
     dataset: str,
     split: str,
@@ -109,17 +107,23 @@ def load_or_compute_real_stats(
     real_batches: Callable[[], Iterable[torch.Tensor]],
     stats_path: str | os.PathLike | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Real statistics: the user's ``stats_path`` if given, else the cache, else computed.
+    """Give the metric ``fid`` (an ``ncsn.metrics.FID``) its real statistics: the user's
+    ``stats_path`` if given, else the cache, else computed from ``real_batches()`` and cached.
+    Returns them (mu, sigma).
 
     ``real_batches()`` returns an iterator of un-augmented image batches in [0, 1] (e.g.
     ``lambda: datamodule.iter_unaugmented("train")``); it is only called on a cache miss.
     """
     if stats_path is not None:
-        return load_stats_npz(stats_path, backend.feature_dim, "fid.stats_path")
-    path = real_stats_path(cache_dir, dataset, split, image_size, backend.name)
-    if path.is_file():
-        return load_stats_npz(path, backend.feature_dim, f"the FID cache (delete {path} to recompute)")
-    mu, sigma, n = compute_stats(backend, real_batches())
-    save_stats_npz(path, mu, sigma, n, backend.name)
-    log.info("FID real statistics of %s/%s (%d images, %s) cached at %s", dataset, split, n, backend.name, path)
+        mu, sigma = load_stats_npz(stats_path, fid.feature_dim, "fid.stats_path")
+    else:
+        path = real_stats_path(cache_dir, dataset, split, image_size, fid.name)
+        if path.is_file():
+            mu, sigma = load_stats_npz(path, fid.feature_dim, f"the FID cache (delete {path} to recompute)")
+        else:
+            mu, sigma, n = compute_stats(fid, real_batches())
+            save_stats_npz(path, mu, sigma, n, fid.name)
+            log.info("FID real statistics of %s/%s (%d images, %s) cached at %s", dataset, split, n, fid.name, path)
+    # the metric always holds the statistics as loaded from the file (computed or not): one path
+    fid.set_real_stats(mu, sigma)
     return mu, sigma

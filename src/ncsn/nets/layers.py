@@ -99,13 +99,13 @@ def _conv3x3_no_bias(channels: int) -> nn.Conv2d:
 class ResidualConvUnit(nn.Module):
     """RefineNet RCU: ``num_blocks`` residual units, each ([norm], ELU, conv 3x3) twice."""
 
-    def __init__(self, features: int, num_blocks: int, norm_scales: int | None, normalize: bool):
+    def __init__(self, features: int, num_blocks: int, num_scales: int | None, normalize: bool):
         super().__init__()
         num_stages = 2
         self.num_stages = num_stages
         self.convs = nn.ModuleList(_conv3x3_no_bias(features) for _ in range(num_blocks * num_stages))
         self.norms = (
-            nn.ModuleList(LevelNorm(features, norm_scales) for _ in range(num_blocks * num_stages))
+            nn.ModuleList(LevelNorm(features, num_scales) for _ in range(num_blocks * num_stages))
             if normalize
             else None
         )
@@ -125,10 +125,10 @@ class ResidualConvUnit(nn.Module):
 class MultiResolutionFusion(nn.Module):
     """RefineNet MRF: per input [norm] and conv 3x3 to ``features``, bilinear upsampling, sum."""
 
-    def __init__(self, in_planes: Sequence[int], features: int, norm_scales: int | None, normalize: bool):
+    def __init__(self, in_planes: Sequence[int], features: int, num_scales: int | None, normalize: bool):
         super().__init__()
         self.convs = nn.ModuleList(nn.Conv2d(c, features, 3, padding=1) for c in in_planes)
-        self.norms = nn.ModuleList(LevelNorm(c, norm_scales) for c in in_planes) if normalize else None
+        self.norms = nn.ModuleList(LevelNorm(c, num_scales) for c in in_planes) if normalize else None
 
     def forward(self, xs: Sequence[torch.Tensor], level_index: torch.Tensor, size) -> torch.Tensor:
         out = 0.0
@@ -143,11 +143,11 @@ class MultiResolutionFusion(nn.Module):
 class ChainedResidualPooling(nn.Module):
     """RefineNet CRP: ELU, then two chained stages ([norm], 5x5 stride-1 pool, conv), each added."""
 
-    def __init__(self, features: int, norm_scales: int | None, normalize: bool, max_pool: bool):
+    def __init__(self, features: int, num_scales: int | None, normalize: bool, max_pool: bool):
         super().__init__()
         num_stages = 2
         self.convs = nn.ModuleList(_conv3x3_no_bias(features) for _ in range(num_stages))
-        self.norms = nn.ModuleList(LevelNorm(features, norm_scales) for _ in range(num_stages)) if normalize else None
+        self.norms = nn.ModuleList(LevelNorm(features, num_scales) for _ in range(num_stages)) if normalize else None
         pool = nn.MaxPool2d if max_pool else nn.AvgPool2d
         self.pool = pool(kernel_size=5, stride=1, padding=2)
         self.act = nn.ELU()
@@ -167,7 +167,7 @@ class RefineBlock(nn.Module):
     """One RefineNet block: an RCU (2 units) per input, MRF (if >1 input), CRP, output RCU.
 
     The output RCU has 3 units in the last block of the cascade (``end``) and 1 otherwise.
-    ``normalize`` puts LevelNorms (CIN++ with ``norm_scales`` levels, or IN++ if None) in front of
+    ``normalize`` puts LevelNorms (CIN++ with ``num_scales`` levels, or IN++ if None) in front of
     every conv, as NCSN v1; NCSNv2 uses none. ``max_pool``: max (NCSNv2) or average (v1) pooling.
     """
 
@@ -175,18 +175,18 @@ class RefineBlock(nn.Module):
         self,
         in_planes: Sequence[int],
         features: int,
-        norm_scales: int | None,
+        num_scales: int | None,
         normalize: bool,
         max_pool: bool,
         end: bool,
     ):
         super().__init__()
-        self.adapt = nn.ModuleList(ResidualConvUnit(c, 2, norm_scales, normalize) for c in in_planes)
-        self.fusion = MultiResolutionFusion(in_planes, features, norm_scales, normalize) if len(in_planes) > 1 else None
+        self.adapt = nn.ModuleList(ResidualConvUnit(c, 2, num_scales, normalize) for c in in_planes)
+        self.fusion = MultiResolutionFusion(in_planes, features, num_scales, normalize) if len(in_planes) > 1 else None
         if self.fusion is None and in_planes[0] != features:
             raise ValueError("a single-input RefineBlock must keep the channel count")
-        self.pooling = ChainedResidualPooling(features, norm_scales, normalize, max_pool)
-        self.output = ResidualConvUnit(features, 3 if end else 1, norm_scales, normalize)
+        self.pooling = ChainedResidualPooling(features, num_scales, normalize, max_pool)
+        self.output = ResidualConvUnit(features, 3 if end else 1, num_scales, normalize)
 
     def forward(self, xs: Sequence[torch.Tensor], level_index: torch.Tensor, size) -> torch.Tensor:
         hs = [adapt(x, level_index) for adapt, x in zip(self.adapt, xs)]

@@ -14,31 +14,32 @@ The reference uses plain NCSNv2 for CIFAR-10 (32 px) and CelebA (64 px).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from .base import ScoreNet
 from .refinenet import NCSN_STAGES, RefineNetCascade, StageSpec
 
 # NCSNv2Deeper: res2 and res3 downsample, res4 (4 ngf) and res5 are dilated by 2 and 4.
 DEEPER_STAGES: tuple[StageSpec, ...] = ((1, False, 1), (2, True, 1), (2, True, 1), (4, False, 2), (4, False, 4))
 
 
-class _SigmaScaledRefineNet(nn.Module):
-    """The unconditional cascade ``f(x)``; ``forward`` returns f(x) / sigma_i."""
+class _SigmaScaledRefineNet(ScoreNet):
+    """The unconditional cascade ``f(x)``; ``forward`` returns f(x) / sigma, at the training
+    levels or at any sigma (``continuous``: ``net(x, sigma)`` with a floating tensor)."""
+
+    continuous = True
 
     def __init__(self, sigmas: torch.Tensor, in_channels: int, ngf: int, stages: tuple[StageSpec, ...]):
-        super().__init__()
-        self.register_buffer("sigmas", torch.as_tensor(sigmas, dtype=torch.float32).clone())
+        super().__init__(sigmas, scale_by_sigma=True)
         self.body = RefineNetCascade(in_channels, ngf, None, refine_norm=False, max_pool=True, stages=stages)
 
     def unscaled(self, x: torch.Tensor) -> torch.Tensor:
-        """f(x): the network output before the division by sigma_i (independent of the level)."""
+        """f(x): the network output before the division by sigma (independent of the level)."""
         # The unconditional layers ignore the level index; pass a dummy one.
         return self.body(x, torch.zeros(x.shape[0], dtype=torch.long, device=x.device))
 
     def forward(self, x: torch.Tensor, level_index: torch.Tensor) -> torch.Tensor:
-        out = self.unscaled(x)
-        used_sigmas = self.sigmas[level_index].to(out.dtype).view(-1, *([1] * (out.dim() - 1)))
-        return out / used_sigmas
+        _, sigma = self.noise_level(level_index)
+        return self.scale(self.unscaled(x), sigma)
 
 
 class NCSNv2(_SigmaScaledRefineNet):

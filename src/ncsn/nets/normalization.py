@@ -26,13 +26,13 @@ def _standardized_channel_means(x: torch.Tensor, eps: float = 1e-5) -> torch.Ten
 class ConditionalInstanceNorm2dPlus(nn.Module):
     """CIN++: gamma[i], alpha[i], beta[i] indexed by the noise level (NCSN v1)."""
 
-    def __init__(self, num_features: int, num_classes: int, bias: bool = True):
+    def __init__(self, num_features: int, num_scales: int, bias: bool = True):
         super().__init__()
         self.num_features = num_features
         self.bias = bias
         self.instance_norm = nn.InstanceNorm2d(num_features, affine=False, track_running_stats=False)
         width = 3 if bias else 2
-        self.embed = nn.Embedding(num_classes, width * num_features)
+        self.embed = nn.Embedding(num_scales, width * num_features)
         with torch.no_grad():
             self.embed.weight[:, : 2 * num_features].normal_(1.0, 0.02)
             self.embed.weight[:, 2 * num_features :].zero_()

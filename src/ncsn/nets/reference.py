@@ -89,7 +89,9 @@ def _unit(k: str) -> str:
 
 
 _STAGE = re.compile(r"^body\.stages\.(\d+)\.(\d+)\.(norm1|norm2|conv1|conv2|shortcut)\.(?:norm\.)?(.+)$")
-_REFINE = re.compile(r"^body\.refines\.(\d+)\.(adapt\.(\d+)|output|fusion|pooling)\.(convs|norms)\.(\d+)\.(?:norm\.)?(.+)$")
+_REFINE = re.compile(
+    r"^body\.refines\.(\d+)\.(adapt\.(\d+)|output|fusion|pooling)\.(convs|norms)\.(\d+)\.(?:norm\.)?(.+)$"
+)
 
 
 def reference_key(key: str, net: nn.Module) -> str | None:
@@ -221,8 +223,10 @@ class ReferenceStates:
 
 
 def _is_state_dict(obj) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    return (
+        isinstance(obj, dict)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
     )
 
 
@@ -268,8 +272,9 @@ def write_states(states: ReferenceStates) -> list:
     return out
 
 
-def fresh_adam_state(n_params: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
-                     amsgrad: bool) -> dict:
+def fresh_adam_state(
+    n_params: int, lr: float, beta1: float, beta2: float, eps: float, weight_decay: float, amsgrad: bool
+) -> dict:
     """An Adam state_dict with no moments, for the reference code's ``optimizer.load_state_dict``
     (a resumed run there restarts Adam's moment estimates)."""
     group = {

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import math
+import os
 import time
 from pathlib import Path
 
@@ -11,8 +14,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..figures import save_samples_figure
-from ..sampling import Sampler
+from ..compare import by_step, read_loss_by_sigma
+from ..figures import save_loss_by_sigma, save_samples_figure
+from ..sampling import Sampler, dataset_mean
 
 
 def log_image_file(trainer: L.Trainer, key: str, path: Path) -> None:
@@ -27,9 +31,10 @@ class SampleCallback(Callback):
     sample with the EMA weights, save a PNG grid of ``sampler.n_samples`` samples (a scatter plot
     for 2-D data) under ``out_dir``, and log it with the sampling time. With an FID (``fid``,
     given by the training workflow), ``fid_samples`` samples are drawn instead, split across DDP
-    ranks (rank r draws its share with seed ``seed + r``), the FID statistics are summed over
-    ranks, and ``fid`` is logged (the configured sampler's output); with ``denoise_both`` also
-    ``fid/denoised`` and ``fid/no_denoise``.
+    ranks (rank r of w draws the per-sample seeds r, r + w, ... of ``seed``: the samples of one
+    process), the FID statistics are summed over ranks (by torchmetrics, inside ``compute``), and
+    ``fid`` is logged (the configured sampler's output); with ``denoise_both`` also
+    ``fid/denoised`` and ``fid/no_denoise``. ``sample/nfe``: network evaluations per sample.
     """
 
     def __init__(
@@ -39,7 +44,6 @@ class SampleCallback(Callback):
         every_n_epochs: int = 1,
         seed: int = 0,
         fid_samples: int = 1000,
-        fid_batch_size: int = 500,
         denoise_both: bool = False,
         fid=None,
     ):
@@ -48,7 +52,7 @@ class SampleCallback(Callback):
         if fid_samples < 2:
             raise ValueError(f"callbacks.samples.fid_samples={fid_samples} must be >= 2")
         self.sampler, self.out_dir, self.every_n_epochs, self.seed = sampler, Path(out_dir), every_n_epochs, seed
-        self.fid_samples, self.fid_batch_size, self.denoise_both = fid_samples, fid_batch_size, denoise_both
+        self.fid_samples, self.denoise_both = fid_samples, denoise_both
         self.fid = fid
 
     def due(self, trainer: L.Trainer) -> bool:
@@ -59,8 +63,7 @@ class SampleCallback(Callback):
             return
         world, rank = trainer.world_size, trainer.global_rank
         total = self.fid_samples if self.fid is not None else self.sampler.n_samples
-        n_local = len(range(rank, total, world))
-        g = torch.Generator(device=pl_module.device).manual_seed(self.seed + rank)
+        mine = torch.arange(rank, total, world)  # per-sample seeds: the samples of one process, split
         net = pl_module.score_net
         was_training = net.training
         net.eval()
@@ -69,15 +72,18 @@ class SampleCallback(Callback):
             net,
             pl_module.sigmas,
             tuple(trainer.datamodule.data_shape),
-            g,
+            self.seed,
             pl_module.device,
-            n=n_local,
-            progress=trainer.is_global_zero,
+            indices=mine,
+            # one progress display at a time: no sampler bar inside the trainer's progress bar
+            progress=trainer.is_global_zero and trainer.progress_bar_callback is None,
             denoise=True if (self.fid is not None and self.denoise_both) else None,
+            data_mean=self.data_mean(trainer.datamodule, pl_module.device),
         )
         elapsed = time.perf_counter() - start
         net.train(was_training)
         pl_module.log("sample/time_s", elapsed, rank_zero_only=True)
+        pl_module.log("sample/nfe", float(res.nfe), rank_zero_only=True)
         if self.fid is not None:
             for name, value in self.compute_fid(trainer, pl_module, res).items():
                 pl_module.log(name, value, rank_zero_only=True)
@@ -86,11 +92,24 @@ class SampleCallback(Callback):
         )
         grid = configured[: self.sampler.n_samples]
         if world > 1:
-            grid = pl_module.all_gather(grid).flatten(0, 1)[: self.sampler.n_samples]
+            grid = pl_module.all_gather(grid).transpose(0, 1).flatten(0, 1)[: self.sampler.n_samples]
         if trainer.is_global_zero:
             path = self.out_dir / f"epoch{trainer.current_epoch:04d}_step{trainer.global_step:07d}.png"
             save_samples_figure(grid, path, trainer.datamodule)
             log_image_file(trainer, "samples", path)
+
+    def data_mean(self, datamodule, device):
+        """The training data's mean (once), for a Gaussian initial state centred on it; else None."""
+        if self.sampler.init != "gaussian" or self.sampler.init_mean != "data":
+            return None
+        if getattr(self, "_data_mean", None) is None:
+            if hasattr(datamodule, "load_split"):
+                dataset = datamodule.load_split("train")
+            else:
+                datamodule.setup("fit")
+                dataset = datamodule.train_set
+            self._data_mean = dataset_mean(dataset)
+        return self._data_mean.to(device)
 
     def compute_fid(self, trainer, pl_module, res) -> dict:
         """FID of every rank's samples together (the statistics are summed across ranks)."""
@@ -103,10 +122,8 @@ class SampleCallback(Callback):
         out = {}
         for name, images in sets.items():
             self.fid.reset()
-            for chunk in images.split(self.fid_batch_size):
-                self.fid.update(chunk.clamp(0, 1))
-            self.fid.all_reduce(lambda t: trainer.strategy.reduce(t, reduce_op="sum"))
-            out[name] = self.fid.compute()
+            self.fid.update(images.clamp(0, 1))  # the extractor runs fid.batch_size images at a time
+            out[name] = self.fid.compute()  # torchmetrics sums the states across DDP ranks here
         if self.denoise_both:
             out["fid"] = out["fid/denoised"] if self.sampler.denoise else out["fid/no_denoise"]
         return out
@@ -125,3 +142,73 @@ class PreemptionCheckpoint(Callback):
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(self.dirpath / "last.ckpt")
+
+
+class ValLossBySigma(Callback):
+    """After every validation (never the sanity check), on rank 0: the DSM loss of each noise
+    level (``ScoreModel.val_loss_by_level``: every level with the same number of held-out images)
+    keyed by sigma.
+
+    - ``out_dir/val_loss_by_sigma.csv``: columns ``step, level, sigma, loss, n_images``, one row
+      per level, appended at each validation (rows of a step at or after the current one, left
+      by a run resumed from an earlier checkpoint, are replaced);
+    - ``out_dir/val_loss_by_sigma.png``: loss against sigma (log axis), every validation so far as
+      one curve, the latest highlighted;
+    - W&B: a table (level, sigma, log10_sigma, loss, n_images) and a line plot of loss against
+      log10(sigma) per validation, under ``val/loss_by_sigma`` (never one scalar per level).
+    """
+
+    FIELDS = ("step", "level", "sigma", "loss", "n_images")
+
+    def __init__(self, out_dir: str):
+        self.out_dir = Path(out_dir)
+
+    @property
+    def csv_path(self) -> Path:
+        return self.out_dir / "val_loss_by_sigma.csv"
+
+    @property
+    def png_path(self) -> Path:
+        return self.out_dir / "val_loss_by_sigma.png"
+
+    def on_validation_end(self, trainer, pl_module):
+        loss = getattr(pl_module, "val_loss_by_level", None)
+        if trainer.sanity_checking or loss is None or not trainer.is_global_zero:
+            return
+        step = trainer.global_step
+        sigmas = pl_module.sigmas.detach().double().cpu().tolist()
+        counts = pl_module.val_count_by_level.tolist()
+        rows = [
+            {
+                "step": step,
+                "level": i,
+                "sigma": float(f"{sigmas[i]:.8g}"),
+                "loss": float(loss[i]),
+                "n_images": int(counts[i]),
+            }
+            for i in range(len(sigmas))
+        ]
+        history = [r for r in read_loss_by_sigma(self.csv_path) if int(r["step"]) < step] + rows
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=self.FIELDS, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(history)
+        os.replace(tmp, self.csv_path)
+        curves = [(f"step {s}", [r["sigma"] for r in rs], [r["loss"] for r in rs]) for s, rs in by_step(history)]
+        save_loss_by_sigma(curves, self.png_path, title="validation DSM loss per noise level", highlight_last=True)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                import wandb
+
+                table = wandb.Table(
+                    columns=["level", "sigma", "log10_sigma", "loss", "n_images"],
+                    data=[[r["level"], r["sigma"], math.log10(r["sigma"]), r["loss"], r["n_images"]] for r in rows],
+                )
+                plot = wandb.plot.line(
+                    table, "log10_sigma", "loss", title=f"validation DSM loss per noise level (step {step})"
+                )
+                logger.experiment.log(
+                    {"val/loss_by_sigma": table, "val/loss_by_sigma_plot": plot, "trainer/global_step": step}
+                )

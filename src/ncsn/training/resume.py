@@ -4,6 +4,9 @@ A resumed run must train on the same batches, with the same random draws, as a s
 
 * ``capture_rng_states`` / ``restore_rng_states``: the Python, NumPy and torch generator states,
   saved in every checkpoint (``ScoreModel.on_save_checkpoint``) and restored on load;
+* ``record_progress`` / ``rebuild_loop_state``: our own record of where a checkpoint was written,
+  from which the fit loop's state is rebuilt as a straight run has it (any checkpoint of any
+  process, including one that was itself resumed);
 * ``resume_where_fit_stopped``: repairs the loop state Lightning 2.6 writes when ``max_steps`` ends
   ``fit`` (called from ``ScoreModel.on_load_checkpoint``, before Lightning restores its loops);
 * ``resume_position``: where in its epoch a restored run stands, so the training sampler
@@ -52,7 +55,7 @@ def resume_position(trainer, batch_size: int) -> tuple[int, int] | None:
     if trainer is None or not trainer.fit_loop.restarting:
         return None
     progress = trainer.fit_loop.epoch_loop.batch_progress
-    if progress.current.ready and not progress.is_last_batch:
+    if progress.current.ready:  # also after the last batch (rebuild_loop_state): the epoch has none left
         return trainer.current_epoch, progress.current.ready * batch_size
     return None
 
@@ -69,6 +72,8 @@ def resume_where_fit_stopped(checkpoint: dict) -> None:
     * ``max_steps`` stopped it mid-epoch: record the state Lightning writes after a training batch
       (epoch started, not finished; the last batch not yet counted as completed), so the run resumes
       that epoch where it stopped (and ``resume_position`` skips the batches already trained).
+
+Lightning's logging step after such restarts can be one off (``align_logging_step`` fixes it).
     """
     loop = (checkpoint.get("loops") or {}).get("fit_loop")
     if not loop or "epoch_progress" not in loop or "epoch_loop.batch_progress" not in loop:
@@ -86,3 +91,80 @@ def resume_where_fit_stopped(checkpoint: dict) -> None:
             progress["completed"] -= 1
         for progress in (batches["current"], batches["total"]):
             progress["completed"] -= 1
+
+
+#: Our own record of where a checkpoint was written (``ScoreModel.on_save_checkpoint``), so resume
+#: does not depend on Lightning's loop counters: a process that was itself resumed writes them
+#: differently from a straight run (Lightning 2.6 does not count the epoch it restarts in as
+#: started), and a checkpoint written after an epoch's last batch, before its validation, is
+#: resumed by Lightning without that validation.
+PROGRESS_KEY = "ncsn_progress"
+
+
+def record_progress(trainer, in_batch: bool, epoch_closed: bool) -> dict:
+    """Where fit stands while a checkpoint is written.
+
+    ``in_batch``: written from a callback's ``on_train_batch_end`` (the batch is trained, its
+    epoch-loop bookkeeping and any validation after it are not done yet); ``epoch_closed``: the
+    epoch's training part ended (``on_train_epoch_end`` ran)."""
+    loop = trainer.fit_loop
+    epochs, batches = loop.epoch_progress.current, loop.epoch_loop.batch_progress
+    last = bool(batches.is_last_batch or batches.current.ready == trainer.num_training_batches)
+    return {
+        "global_step": int(trainer.global_step),
+        "epoch": int(trainer.current_epoch),
+        "epochs_started": int(epochs.processed if epoch_closed else epochs.processed + 1),
+        "batches_in_epoch": int(batches.current.ready),
+        "last_batch": last,
+        "in_batch": bool(in_batch),
+        "epoch_closed": bool(epoch_closed),
+        # validation (and samples, FID) still to run for this epoch
+        "val_pending": bool(in_batch and last and not epoch_closed and loop.epoch_loop._should_check_val_epoch()),
+    }
+
+
+def rebuild_loop_state(checkpoint: dict) -> None:
+    """Make Lightning's fit-loop state in ``checkpoint`` the one a straight run writes at the same
+    point, from our own record (``PROGRESS_KEY``); checkpoints without it are left as they are.
+
+    * epochs started (ready, started) = the epoch in progress + 1, as in a straight run;
+    * written after an epoch's last batch, before the epoch's end: Lightning would end that epoch
+      without its validation (and start the next one uncounted). The batch is recorded as
+      completed; if validation was due, the validation loop is recorded as started and not
+      finished, so Lightning runs it on restart, at the same step as a straight run; if not, the
+      step counter Lightning would have advanced after the batch is advanced here.
+    """
+    progress = checkpoint.get(PROGRESS_KEY)
+    loop = (checkpoint.get("loops") or {}).get("fit_loop")
+    if not progress or not loop or "epoch_progress" not in loop:
+        return
+    for part in ("total", "current"):
+        loop["epoch_progress"][part]["ready"] = progress["epochs_started"]
+        loop["epoch_progress"][part]["started"] = progress["epochs_started"]
+    if progress["in_batch"] and progress["last_batch"] and not progress["epoch_closed"]:
+        batches = loop["epoch_loop.batch_progress"]
+        for part in ("total", "current"):
+            batches[part]["completed"] = batches[part]["processed"]
+        batches["is_last_batch"] = True
+        if progress["val_pending"]:
+            val = loop["epoch_loop.val_loop.batch_progress"]
+            for part in ("total", "current"):
+                val[part] = {"ready": 1, "started": 1, "processed": 0, "completed": 0}
+            val["is_last_batch"] = False
+        else:
+            loop["epoch_loop.state_dict"]["_batches_that_stepped"] = progress["global_step"]
+
+
+def align_logging_step(trainer) -> None:
+    """Called at each training batch start: the step Lightning logs with (``_batches_that_stepped``)
+    is, in a straight run without gradient accumulation, the global step (a batch skipped by
+    ``on_nonfinite=skip`` counts as a step too). Lightning 2.6 restarts some checkpoints one off
+    (e.g. an end-of-fit ``last.ckpt`` at an epoch boundary before a validation epoch: it spends
+    one loop iteration skipping that validation); set it right, so metrics.csv and W&B rows carry
+    the same steps as a straight run."""
+    if trainer.accumulate_grad_batches != 1:
+        return
+    loop = trainer.fit_loop.epoch_loop
+    expected = int(trainer.global_step)
+    if loop._batches_that_stepped != expected:
+        loop._batches_that_stepped = expected

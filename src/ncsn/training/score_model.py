@@ -7,14 +7,27 @@ Thin glue: the loss is ``ncsn.losses.dsm_loss``, the noise levels are the networ
 
 from __future__ import annotations
 
+import logging
+import math
+
 import lightning as L
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..losses import dsm_loss, per_level_mean
+from ..losses import LevelLoss, dsm_loss
 from ..speed import adam_kwargs, maybe_compile
-from .resume import capture_rng_states, restore_rng_states, resume_where_fit_stopped
+from .resume import (
+    PROGRESS_KEY,
+    align_logging_step,
+    capture_rng_states,
+    rebuild_loop_state,
+    record_progress,
+    restore_rng_states,
+    resume_where_fit_stopped,
+)
+
+log = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("raise", "skip")
 
@@ -36,6 +49,9 @@ class ScoreModel(L.LightningModule):
         ema_decay: float | None = 0.999,
         anneal_power: float = 2.0,
         on_nonfinite: str = "raise",
+        max_skipped: int | None = 100,
+        explode_factor: float | None = 1000.0,
+        val_levels_per_image: int | None = None,
         fused: bool | str = "auto",
         compile_net: bool = False,
         compile_mode: str | None = None,
@@ -48,6 +64,13 @@ class ScoreModel(L.LightningModule):
         self.lr, self.betas, self.eps, self.weight_decay, self.amsgrad = lr, (beta1, beta2), eps, weight_decay, amsgrad
         self.anneal_power = anneal_power
         self.on_nonfinite = on_nonfinite
+        self.max_skipped, self.explode_factor = max_skipped, explode_factor
+        self.loss_warning: str | None = None  # set once when the loss explodes (results.json)
+        self._loss_min = math.inf
+        self._in_batch = self._epoch_closed = False  # where fit stands (for PROGRESS_KEY)
+        if val_levels_per_image is not None and val_levels_per_image < 1:
+            raise ValueError(f"val_levels_per_image={val_levels_per_image} must be None or >= 1")
+        self.val_levels_per_image = val_levels_per_image
         self.fused = fused
         # The compiled network shares the parameters of self.net; kept out of the module tree so
         # checkpoints and the EMA copy see only self.net's keys.
@@ -59,7 +82,10 @@ class ScoreModel(L.LightningModule):
         # The resolved run config as a plain dict (weights-only loading needs plain containers).
         self.save_hyperparameters({"config": config or {}})
         self.register_buffer("skipped_batches", torch.zeros((), dtype=torch.long))
-        self._val_sums = self._val_counts = None
+        self._val = None  # LevelLoss of the validation in progress
+        #: The last validation's DSM loss per level (index 0 = largest sigma) and images per level,
+        #: summed over ranks (CPU float64; None before the first validation). Read by ValLossBySigma.
+        self.val_loss_by_level = self.val_count_by_level = None
 
     @property
     def sigmas(self) -> torch.Tensor:
@@ -74,13 +100,53 @@ class ScoreModel(L.LightningModule):
         return self.score_net(x, level_index)
 
     # -- checkpoints: random-number states, so a resumed run draws what a straight run draws --
+    # and our own record of where fit stood, from which the loop state is rebuilt on resume
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng_states"] = capture_rng_states()
+        if self._trainer is not None and "loops" in checkpoint:
+            checkpoint[PROGRESS_KEY] = record_progress(self.trainer, self._in_batch, self._epoch_closed)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
+        rebuild_loop_state(checkpoint)
         resume_where_fit_stopped(checkpoint)
+        self.apply_configured_optimizer(checkpoint)
+
+    def optimizer_hparams(self) -> dict:
+        return {
+            "lr": self.lr,
+            "betas": tuple(self.betas),
+            "eps": self.eps,
+            "weight_decay": self.weight_decay,
+            "amsgrad": self.amsgrad,
+        }
+
+    def apply_configured_optimizer(self, checkpoint: dict) -> None:
+        """Resume honours the config it runs with: the configured optimizer hyperparameters
+        replace the ones saved with the optimizer state (its moments are kept); changes are logged."""
+        wanted = self.optimizer_hparams()
+        for state in checkpoint.get("optimizer_states") or []:
+            for group in state.get("param_groups", []):
+                changed = {k: (group[k], v) for k, v in wanted.items() if k in group and _differs(group[k], v)}
+                for k, (old, new) in changed.items():
+                    log.warning(
+                        "resume: optim %s %r -> %r (the configured value replaces the checkpoint's)", k, old, new
+                    )
+                    group[k] = new
+                if "initial_lr" in group:
+                    group["initial_lr"] = wanted["lr"]
+
+    # -- where fit stands, for the checkpoints' PROGRESS_KEY ------------------------------
+    def on_train_batch_start(self, batch, batch_idx):
+        self._in_batch, self._epoch_closed = True, False
+        align_logging_step(self.trainer)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self._in_batch = False  # (callbacks' on_train_batch_end, which save checkpoints, run first)
+
+    def on_train_epoch_end(self):
+        self._epoch_closed = True
 
     # -- training ------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
@@ -97,9 +163,28 @@ class ScoreModel(L.LightningModule):
                 raise NonFiniteLossError(msg + ". Set on_nonfinite=skip to skip such batches.")
             self.skipped_batches += 1
             self.log("train/skipped_batches", self.skipped_batches.float(), on_step=True)
+            if self.max_skipped is not None and int(self.skipped_batches) > self.max_skipped:
+                raise NonFiniteLossError(
+                    f"{msg}; {int(self.skipped_batches)} batches skipped, more than loss.max_skipped={self.max_skipped}"
+                )
             return None  # Lightning skips the optimizer step
         self.log("train/loss", out.loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(x))
+        self.watch_loss(float(out.loss.detach()))
         return out.loss
+
+    def watch_loss(self, loss: float) -> None:
+        """Warn once (logged, and kept in ``loss_warning`` for results.json) when the training loss
+        exceeds ``explode_factor`` times its running minimum: a finite but exploding loss."""
+        self._loss_min = min(self._loss_min, loss)
+        if self.explode_factor is None or self.loss_warning is not None or self._loss_min <= 0:
+            return
+        if loss > self.explode_factor * self._loss_min:
+            self.loss_warning = (
+                f"training loss exploding: {loss:.4g} at global step {self.global_step}, "
+                f"{loss / self._loss_min:.3g} times its running minimum {self._loss_min:.4g} "
+                f"(loss.explode_factor={self.explode_factor}); consider a lower optim.lr"
+            )
+            log.warning(self.loss_warning)
 
     def configure_optimizers(self):
         return torch.optim.Adam(
@@ -119,25 +204,33 @@ class ScoreModel(L.LightningModule):
 
     # -- validation: DSM loss per noise level on held-out data, EMA weights ---------------
     def on_validation_epoch_start(self):
-        n = len(self.sigmas)
-        self._val_sums = torch.zeros(n, device=self.device, dtype=torch.float64)
-        self._val_counts = torch.zeros(n, device=self.device, dtype=torch.float64)
+        self._val = LevelLoss(len(self.sigmas), self.val_levels_per_image, self.device)
 
     def validation_step(self, batch, batch_idx):
+        """Every image of the batch at ``val_levels_per_image`` levels (default: all L levels, so L
+        forward passes per validation image; see ``ncsn.losses.LevelLoss``), in chunks of the batch
+        size. The noise is drawn from a generator fixed per (batch, rank): the loss is comparable
+        across validations."""
         x = batch[0]
-        # A fixed generator per batch: the validation loss is comparable across epochs.
-        g = torch.Generator(device=x.device).manual_seed(10_000 + batch_idx)
-        out = dsm_loss(self.score_net, x, self.sigmas, self.anneal_power, generator=g)
-        sums, counts = per_level_mean(out.per_example.double(), out.level_index, len(self.sigmas))
-        self._val_sums += sums
-        self._val_counts += counts
+        g = torch.Generator(device=x.device).manual_seed(10_000 + batch_idx + 1_000_003 * self.global_rank)
+        image, level = self._val.pairs_for(len(x))
+        for img, lev in zip(image.split(len(x)), level.split(len(x))):
+            out = dsm_loss(self.score_net, x[img], self.sigmas, self.anneal_power, generator=g, level_index=lev)
+            self._val.add(out.per_example, lev)
 
     def on_validation_epoch_end(self):
-        sums = self.trainer.strategy.reduce(self._val_sums, reduce_op="sum")
-        counts = self.trainer.strategy.reduce(self._val_counts, reduce_op="sum")
+        """``val/loss`` (the mean over levels: every level has the same count); the per-level means
+        go to ``val_loss_by_level`` (written by the ValLossBySigma callback, keyed by sigma)."""
+        sums = self.trainer.strategy.reduce(self._val.sums, reduce_op="sum")
+        counts = self.trainer.strategy.reduce(self._val.counts, reduce_op="sum")
         if counts.sum() == 0:
             return
         self.log("val/loss", (sums.sum() / counts.sum()).float(), prog_bar=True)
-        for i in range(len(sums)):
-            if counts[i] > 0:
-                self.log(f"val/loss_level_{i:03d}", (sums[i] / counts[i]).float())
+        self.val_loss_by_level = (sums / counts.clamp_min(1)).cpu()
+        self.val_count_by_level = counts.cpu()
+
+
+def _differs(a, b) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return list(a) != list(b)
+    return a != b

@@ -24,13 +24,18 @@ def load_checkpoint(path: str | Path) -> dict:
             f"ckpt_path={str(path)!r}: refused, not a plain weights-only checkpoint "
             f"(it holds objects that would run code when loaded, or is corrupt): {first}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - not a zip or pickle (a text file: KeyError), truncated, unreadable
         raise ConfigError(
             f"ckpt_path={str(path)!r}: unreadable or truncated checkpoint "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ConfigError(f"ckpt_path={str(path)!r}: not a Lightning checkpoint of this project (no state_dict)")
+        hint = (
+            " (an official NCSN/NCSNv2 checkpoint? add reference=ncsn|ncsnv2 reference_config=<its .yml>)"
+            if isinstance(ckpt, (list, tuple))
+            else ""
+        )
+        raise ConfigError(f"ckpt_path={str(path)!r}: not a Lightning checkpoint of this project (no state_dict){hint}")
     return ckpt
 
 

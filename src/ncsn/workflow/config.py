@@ -65,12 +65,47 @@ def check_targets(cfg: DictConfig, prefix: str = "") -> None:
             check_targets(child, f"{prefix}.{key}" if prefix else str(key))
 
 
+SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything feeds
+
+
+def known_top_level_keys(config_name: str) -> set[str] | None:
+    """The top-level keys of conf/<config_name> and of the groups in its defaults list (None when
+    conf/ is not beside the package, e.g. an installed copy: then the check is skipped)."""
+    path = Path(__file__).resolve().parents[3] / "conf" / config_name
+    if not path.is_file():
+        return None
+    main = OmegaConf.load(path)
+    keys = {str(k) for k in main.keys() if k != "defaults"}
+    for entry in main.get("defaults") or []:
+        name = next(iter(entry)) if isinstance(entry, DictConfig) else str(entry)
+        keys.add(name.split()[-1].strip("/").split("@")[0])
+    return keys - {"_self_"}
+
+
+def check_top_level_keys(cfg: DictConfig, config_name: str) -> None:
+    """A new top-level key (``+seeed=3``, ``+model=...`` for sample.py) is refused: Hydra adds
+    it, nothing reads it."""
+    known = known_top_level_keys(config_name)
+    if known is None:
+        return
+    unknown = sorted(str(k) for k in cfg.keys() if k not in known)
+    if unknown:
+        raise ConfigError(
+            f"{unknown[0]} is not a key of {config_name} (a typo, or a group it does not use; "
+            f"its top-level keys: {', '.join(sorted(known))})"
+        )
+
+
 def validate_train(cfg: DictConfig) -> None:
     """The checks of train.py that need no object construction (the rest is caught by building)."""
-    need(cfg, "seed", is_int, "an integer")
+    check_top_level_keys(cfg, "train.yaml")
+    need(cfg, "seed", lambda v: is_int(v) and 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}]")
     need(cfg, "torch_threads", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
     need(cfg, "loss.anneal_power", is_number, "a finite number (2 in the papers)")
     need(cfg, "loss.on_nonfinite", lambda v: v in ("raise", "skip"), "'raise' or 'skip'")
+    need(cfg, "loss.max_skipped", lambda v: v is None or (is_int(v) and v >= 0), "null or an integer >= 0")
+    need(cfg, "loss.explode_factor", lambda v: v is None or (is_number(v) and v > 1), "null or a number > 1")
+    need(cfg, "loss.val_levels_per_image", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
     need(cfg, "allow_config_change", lambda v: isinstance(v, bool), "true or false")
     need(cfg, "ckpt_path", lambda v: v is None or isinstance(v, str), "null, 'last' or a path")
     validate_sigmas(cfg)
@@ -101,6 +136,13 @@ def validate_train(cfg: DictConfig) -> None:
         "null, -1 or an integer >= 1",
     )
     need(cfg, "trainer.precision", lambda v: str(v) in PRECISIONS, f"one of {PRECISIONS}")
+    accelerator = str(_get(cfg, "trainer.accelerator") or "auto")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not _cuda_available())
+    if on_cpu and str(cfg.trainer.precision) in ("16-mixed", "16-true", "transformer-engine"):
+        raise ConfigError(
+            f"trainer.precision={cfg.trainer.precision!r} is invalid on the CPU (Lightning would run "
+            "bf16 instead): use 32-true, or bf16-mixed where the CPU has bf16 (avx512_bf16)"
+        )
     need(cfg, "trainer.gradient_clip_val", lambda v: v is None or (is_number(v) and v > 0), "null or a number > 0")
     need(cfg, "trainer.accumulate_grad_batches", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     need(
@@ -119,6 +161,8 @@ def validate_train(cfg: DictConfig) -> None:
     if (cfg.get("callbacks") or {}).get("samples") is not None:
         need(cfg, "callbacks.samples.every_n_epochs", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     fid_on = (_get(cfg, "fid.backend") or "none") != "none"
+    if fid_on:
+        need(cfg, "fid.batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     callbacks = cfg.get("callbacks") or {}
     if callbacks.get("best") is not None and callbacks.best.get("monitor") in ("fid", "fid/denoised", "fid/no_denoise"):
         if not fid_on or callbacks.get("samples") is None:
@@ -138,8 +182,12 @@ def validate_train(cfg: DictConfig) -> None:
 
 def validate_sample(cfg: DictConfig) -> None:
     """sample.py's own keys (the sampler's are checked when it is built)."""
+    check_top_level_keys(cfg, "sample.yaml")
+    out_dir = _get(cfg, "out_dir")
+    if out_dir is not None and Path(str(out_dir)).exists() and not Path(str(out_dir)).is_dir():
+        raise ConfigError(f"out_dir={str(out_dir)!r} is invalid: it is an existing file, not a directory")
     need(cfg, "ckpt_path", lambda v: isinstance(v, str) and v, "a path to a checkpoint")
-    need(cfg, "seed", is_int, "an integer")
+    need(cfg, "seed", lambda v: is_int(v) and 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}]")
     need(
         cfg,
         "device",
@@ -151,7 +199,6 @@ def validate_sample(cfg: DictConfig) -> None:
     modes = ("samples", "fid", "inpaint", "interpolate", "progression", "toy_figure")
     need(cfg, "mode", lambda v: v in modes, f"one of {modes}")
     need(cfg, "eval.n_samples", lambda v: is_int(v) and v >= 2, "an integer >= 2")
-    need(cfg, "eval.batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     need(cfg, "inpaint.n_images", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     need(cfg, "inpaint.n_per_image", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     need(cfg, "inpaint.renoise", lambda v: v in ("level", "step"), "'level' or 'step'")
@@ -188,10 +235,36 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _is_path_key(key: str, a, b, old_run_dir, new_run_dir) -> bool:
+    """Where things are, not what runs: ``paths.*``, and values under the run directory
+    (checkpoint dirpath, logger save_dir, samples out_dir) that differ only by where the run
+    directory is: a moved run directory is the same run."""
+    if key.startswith("paths."):
+        return True
+    if not (isinstance(a, str) and isinstance(b, str) and old_run_dir and new_run_dir):
+        return False
+    old_run_dir, new_run_dir = str(old_run_dir), str(new_run_dir)
+    return a.startswith(old_run_dir) and b.startswith(new_run_dir) and a[len(old_run_dir) :] == b[len(new_run_dir) :]
+
+
 def config_differences(old: dict, new: dict) -> list[str]:
+    """Keys whose values differ, except RESUME_IGNORED_KEYS and path-valued keys (_is_path_key)."""
     a, b = flatten(old), flatten(new)
+    old_dir, new_dir = a.get("paths.run_dir"), b.get("paths.run_dir")
     keys = sorted(set(a) | set(b))
-    return [k for k in keys if k not in RESUME_IGNORED_KEYS and a.get(k, "<absent>") != b.get(k, "<absent>")]
+    return [
+        k
+        for k in keys
+        if k not in RESUME_IGNORED_KEYS
+        and a.get(k, "<absent>") != b.get(k, "<absent>")
+        and not _is_path_key(k, a.get(k), b.get(k), old_dir, new_dir)
+    ]
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def record_run_config(run_dir: Path, resolved: dict, overrides: list[str], allow_change: bool) -> bool:
@@ -221,4 +294,17 @@ def record_run_config(run_dir: Path, resolved: dict, overrides: list[str], allow
             os.replace(path, backup)
     atomic_write_text(path, OmegaConf.to_yaml(OmegaConf.create(resolved)))
     atomic_write_text(run_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(OmegaConf.create(list(overrides))))
+    write_hydra_record(run_dir)
     return existed
+
+
+def write_hydra_record(run_dir: Path) -> None:
+    """run_dir/.hydra/hydra.yaml: Hydra's own config of this job (the chosen config-group options
+    under ``hydra.runtime.choices``, the overrides, the sweep), as Hydra would write it (unresolved).
+    Written by ncsn with config.yaml, after validation (``hydra.output_subdir`` is null)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    record = {"hydra": OmegaConf.to_container(HydraConfig.get(), resolve=False)}
+    atomic_write_text(run_dir / ".hydra" / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create(record)))

@@ -2,26 +2,77 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from omegaconf import DictConfig
 
 from ..training.score_model import NonFiniteLossError
 from .config import ConfigError
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_DIVERGED = 0, 2, 3
+EXIT_OK, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
+
+
+class RunInterrupted(RuntimeError):
+    """The run was interrupted (Ctrl-C): results.json says ``interrupted``; exit 130."""
 
 
 def run_entry(fn: Callable[[DictConfig], object], cfg: DictConfig) -> int:
     """Run a workflow; a bad config, path or checkpoint prints one line ``error: ...`` and gives
-    2, a non-finite loss gives 3. Anything else is a bug and propagates with its traceback."""
+    2, a non-finite loss gives 3, Ctrl-C 130. Anything else is a bug and propagates with its traceback."""
     try:
         fn(cfg)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        record_bad_input(f"error: {e}")
         return EXIT_BAD_INPUT
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_DIVERGED
+    except RunInterrupted as e:
+        print(f"{e}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return EXIT_OK
+
+
+def record_bad_input(message: str) -> None:
+    """Bad input writes nothing: the run directory Hydra made for this job (holding only its
+    ``<job>.log``) is removed again, with the parent directories it made (while empty). A run
+    directory that holds more (a run being resumed, another process's run) keeps it all, and the
+    error line is appended to its ``<job>.log``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized() or str(HydraConfig.get().mode) != "RunMode.RUN":
+        return
+    hc = HydraConfig.get()
+    out = Path(hc.runtime.output_dir)
+    log_file = out / f"{hc.job.name}.log"
+    handlers = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.FileHandler) and Path(h.baseFilename) == log_file.resolve()
+    ]
+    try:
+        entries = set(os.listdir(out))
+    except OSError:
+        return
+    if entries <= {log_file.name}:
+        for h in handlers:
+            logging.getLogger().removeHandler(h)
+            h.close()
+        try:
+            log_file.unlink(missing_ok=True)
+            stop = Path.cwd().resolve()
+            d = out.resolve()
+            while d != stop and stop in d.parents and not any(d.iterdir()):
+                d.rmdir()
+                d = d.parent
+        except OSError:
+            pass
+        return
+    record = logging.LogRecord("ncsn", logging.ERROR, __file__, 0, message, None, None)
+    for h in handlers:
+        h.handle(record)

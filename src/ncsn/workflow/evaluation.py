@@ -26,10 +26,11 @@ def dataset_name(datamodule) -> str:
     return type(datamodule).__name__.removesuffix("DataModule").lower()
 
 
-def train_arrays(datamodule) -> tuple[np.ndarray, np.ndarray]:
-    """All (un-augmented) training images and labels, for the classifier FID backend."""
+def train_arrays(datamodule, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """All (un-augmented) training images and labels, for the classifier FID backend, read
+    ``batch_size`` (fid.batch_size) at a time."""
     xs, ys = [], []
-    for x, y in DataLoader(datamodule.load_split("train"), batch_size=1000, shuffle=False):
+    for x, y in DataLoader(datamodule.load_split("train"), batch_size=batch_size, shuffle=False):
         xs.append(x.numpy())
         ys.append(y.numpy())
     return np.concatenate(xs), np.concatenate(ys)
@@ -52,8 +53,8 @@ def build_fid_for(fid_cfg: DictConfig, datamodule, device: str = "cpu"):
             dataset=dataset_name(datamodule),
             split="train",
             image_size=int(datamodule.data_shape[-1]),
-            real_batches=lambda: datamodule.iter_unaugmented("train"),
-            load_train_arrays=lambda: train_arrays(datamodule),
+            real_batches=lambda: datamodule.iter_unaugmented("train", fid_cfg.batch_size),
+            load_train_arrays=lambda: train_arrays(datamodule, fid_cfg.batch_size),
             device=device,
         )
     except (FIDWeightsMissing, StatsFileError, DataError) as e:

@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-import time
+import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ..figures import save_samples_figure
-from ..speed import nnpack_convs
+from ..speed import NNPACKConv2d, nnpack_convs
 from .build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data
 from .checkpoints import check_architecture, load_checkpoint, net_state_dict
-from .config import ConfigError, atomic_write_text, validate_sample, validate_sigmas
-from .sample_modes import MODES
+from .config import ConfigError, atomic_write_text, validate_sample, validate_sigmas, write_hydra_record
+from .reference import reference_checkpoint
+from .sample_modes import ModeContext, check_mode
 
 
-def load_run(ckpt_path: str, device: str = "cpu"):
-    """(saved training config, EMA network in eval mode, data module) from a checkpoint alone."""
-    ckpt = load_checkpoint(ckpt_path)
+def load_run(ckpt_path: str, device: str = "cpu", ckpt: dict | None = None):
+    """(saved training config, EMA network in eval mode, data module) from a checkpoint alone.
+    ``ckpt``: the checkpoint dict already in memory (an official one converted by ``reference``)."""
+    ckpt = load_checkpoint(ckpt_path) if ckpt is None else ckpt
     saved = (ckpt.get("hyper_parameters") or {}).get("config")
     if not saved:
         raise ConfigError(
@@ -54,6 +54,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size): under torchrun (WORLD_SIZE > 1) joins the process group (gloo on the
+    CPU, nccl on GPUs) once; else (0, 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    return torch.distributed.get_rank(), torch.distributed.get_world_size()
+
+
 def sample(cfg: DictConfig) -> dict:
     """mode=samples: draw ``sampler.n_samples`` samples; write samples.npz, samples.png and
     results.json. Other modes: see ``sample_modes``."""
@@ -62,7 +74,10 @@ def sample(cfg: DictConfig) -> dict:
         torch.set_num_threads(cfg.torch_threads)
     out_dir = Path(cfg.out_dir)
     device = resolve_device(cfg.device)
-    train_cfg, net, datamodule = load_run(cfg.ckpt_path, device)
+    rank, world_size = distributed_rank()
+    if world_size > 1 and device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    train_cfg, net, datamodule = load_run(cfg.ckpt_path, device, reference_checkpoint(cfg))
     if cfg.nnpack:
         nnpack_convs(net)  # CPU fp32 only (a no-op elsewhere); same weights, Winograd 3x3 convs
     sampler_cfg = merged_sampler_cfg(train_cfg, cfg.sampler)
@@ -72,45 +87,19 @@ def sample(cfg: DictConfig) -> dict:
     resolved["sampler"] = OmegaConf.to_container(sampler_cfg)  # the settings actually used
     resolved["train_config"] = OmegaConf.to_container(train_cfg)
     atomic_write_text(out_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+    write_hydra_record(out_dir)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    if cfg.mode != "samples":
-        if cfg.mode not in MODES:
-            raise ConfigError(f"mode={cfg.mode!r} is invalid: must be one of {('samples', *MODES)}")
-        results = {"status": "finished", "mode": cfg.mode, "ckpt_path": str(cfg.ckpt_path)}
-        results.update(
-            MODES[cfg.mode](
-                *((cfg, train_cfg) if cfg.mode == "fid" else (cfg,)), net, datamodule, sampler, out_dir, device
-            )
-        )
+    mode = check_mode(cfg.mode, sampler, world_size)
+    ctx = ModeContext(cfg, train_cfg, net, datamodule, sampler, out_dir, device, rank, world_size)
+    results = {"status": "finished", "mode": cfg.mode, "ckpt_path": str(cfg.ckpt_path)}
+    results["nnpack_convs"] = sum(isinstance(m, NNPACKConv2d) for m in net.modules())  # convs on NNPACK
+    try:
+        results.update(mode.run(ctx))
+    except ValueError as e:  # a sampler setting this network cannot take (e.g. sampler.num_steps)
+        if isinstance(e, ConfigError) or not str(e).startswith("sampler."):
+            raise
+        raise ConfigError(str(e)) from None
+    if rank == 0:
         atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
-        return results
-
-    g = torch.Generator(device=device).manual_seed(cfg.seed)
-    start = time.perf_counter()
-    res = sampler(net, net.sigmas, tuple(datamodule.data_shape), g, device)
-    elapsed = time.perf_counter() - start
-    samples = res.samples.float().cpu()
-    if samples.dim() > 2:
-        samples = samples.clamp(0, 1)
-    arrays = {"samples": samples.numpy()}
-    if sampler.denoise:
-        arrays["samples_before_denoise"] = res.before_denoise.float().cpu().clamp(0, 1).numpy()
-    np.savez(out_dir / "samples.npz", **arrays)
-    if samples.dim() == 2:
-        datamodule.setup("fit")
-    save_samples_figure(samples, out_dir / "samples.png", datamodule)
-    results = {
-        "status": "finished",
-        "n_samples": len(samples),
-        "time_s": elapsed,
-        "images_per_s": len(samples) / max(elapsed, 1e-9),
-        "ckpt_path": str(cfg.ckpt_path),
-    }
-    mixture = getattr(datamodule, "mixture", None)
-    if mixture is not None:
-        w = mixture.mode_weights(samples)
-        results["toy/mode_weights"] = [round(float(v), 4) for v in w]
-        results["toy/weight_error"] = float((w - mixture.weights).abs().max())
-    atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
     return results

@@ -1,96 +1,185 @@
-"""sample.py's modes beyond plain samples: FID evaluation, inpainting, interpolation,
-progressions and the toy figure. Each writes its documented files into ``out_dir`` and returns
-the numbers for results.json."""
+"""sample.py's modes, one registry with one signature: ``MODES[name].run(ctx) -> dict``.
+
+Each mode writes its documented files into ``ctx.out_dir`` and returns the numbers for
+results.json. Every mode uses the configured sampler (``Sampler``: its kind, initial state,
+per-sample seeds, autocast/compile); a mode that cannot use a kind names the kinds it takes
+(``Mode.kinds``) and ``check_mode`` refuses the others before any work. Only mode=fid runs on
+several processes (torchrun: each rank draws its share of the per-sample seeds, the FID
+statistics are summed across ranks).
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
-from ..figures import save_grid, save_inpainting_grid, save_progression, toy_figure
-from ..inpainting import annealed_langevin_inpaint, apply_mask, make_mask
-from ..interpolation import interpolate
-from ..metrics import FID
-from ..sampling import Sampler
+from ..figures import save_grid, save_inpainting_grid, save_progression, save_samples_figure, toy_figure
+from ..sampling import KINDS, Sampler, dataset_mean
+from ..sampling.inpainting import InpaintHooks, apply_mask, make_mask
+from ..sampling.interpolation import interpolate
+from ..sampling.seeds import SampleNoise
 from .config import ConfigError
 from .evaluation import build_fid_for
 
 
-def _need_images(datamodule, mode: str) -> None:
-    if len(datamodule.data_shape) != 3:
-        raise ConfigError(
-            f"mode={mode!r} needs image data; this checkpoint's data has shape "
-            f"{tuple(datamodule.data_shape)} (use mode=samples or mode=toy_figure)"
+@dataclass
+class ModeContext:
+    """Everything a mode gets: sample.py's config, the checkpoint's training config and network,
+    the data module, the sampler, where to write, the device and this process's rank."""
+
+    cfg: DictConfig
+    train_cfg: DictConfig
+    net: torch.nn.Module
+    datamodule: object
+    sampler: Sampler
+    out_dir: Path
+    device: str
+    rank: int = 0
+    world_size: int = 1
+    _mean: object = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(self.datamodule.data_shape)
+
+    def data_mean(self) -> torch.Tensor | None:
+        """The training data's mean, the centre of a Gaussian initial state (None if unused)."""
+        if self.sampler.init != "gaussian" or self.sampler.init_mean != "data":
+            return None
+        if self._mean is None:
+            dm = self.datamodule
+            if hasattr(dm, "load_split"):
+                dataset = dm.load_split("train")
+            else:
+                dm.setup("fit")
+                dataset = dm.train_set
+            self._mean = dataset_mean(dataset).to(self.device)
+        return self._mean
+
+    def draw(self, n: int | None = None, indices=None, **kw):
+        return self.sampler(
+            self.net,
+            self.net.sigmas,
+            self.shape,
+            self.cfg.seed,
+            self.device,
+            n=n,
+            indices=indices,
+            data_mean=self.data_mean(),
+            **kw,
         )
 
 
-def run_fid(
-    cfg: DictConfig, train_cfg: DictConfig, net, datamodule, sampler: Sampler, out_dir: Path, device: str
-) -> dict:
+class Mode(NamedTuple):
+    run: Callable[[ModeContext], dict]
+    kinds: tuple | None = None  # the sampler kinds it takes (None: every kind)
+    why: str = ""  # why the others are refused
+    distributed: bool = False  # may run on several processes
+
+
+def _need_images(ctx: ModeContext, mode: str) -> None:
+    if len(ctx.shape) != 3:
+        raise ConfigError(
+            f"mode={mode!r} needs image data; this checkpoint's data has shape "
+            f"{ctx.shape} (use mode=samples or mode=toy_figure)"
+        )
+
+
+def run_samples(ctx: ModeContext) -> dict:
+    """``sampler.n_samples`` samples: samples.npz (and samples_before_denoise), samples.png."""
+    start = time.perf_counter()
+    res = ctx.draw()
+    elapsed = time.perf_counter() - start
+    samples = res.samples.float().cpu()
+    if samples.dim() > 2:
+        samples = samples.clamp(0, 1)
+    arrays = {"samples": samples.numpy()}
+    if ctx.sampler.denoise:
+        arrays["samples_before_denoise"] = res.before_denoise.float().cpu().clamp(0, 1).numpy()
+    np.savez(ctx.out_dir / "samples.npz", **arrays)
+    if samples.dim() == 2:
+        ctx.datamodule.setup("fit")
+    save_samples_figure(samples, ctx.out_dir / "samples.png", ctx.datamodule)
+    results = {
+        "n_samples": len(samples),
+        "nfe": res.nfe,
+        "time_s": elapsed,
+        "images_per_s": len(samples) / max(elapsed, 1e-9),
+    }
+    mixture = getattr(ctx.datamodule, "mixture", None)
+    if mixture is not None:
+        w = mixture.mode_weights(samples)
+        results["toy/mode_weights"] = [round(float(v), 4) for v in w]
+        results["toy/weight_error"] = float((w - mixture.weights).abs().max())
+    return results
+
+
+def run_fid(ctx: ModeContext) -> dict:
     """FID-N (``eval.n_samples``) against the training split, with and without the final
-    denoising step (``eval.denoise_both``); optionally every sample in fid_samples.npz."""
-    _need_images(datamodule, "fid")
-    base = build_fid_for(train_cfg.get("fid"), datamodule, device)
+    denoising step (``eval.denoise_both``); optionally every sample in fid_samples.npz.
+    Rank r of w draws the samples r, r + w, ... (per-sample seeds: the same images as one process)."""
+    _need_images(ctx, "fid")
+    cfg, sampler = ctx.cfg, ctx.sampler
+    base = build_fid_for(ctx.train_cfg.get("fid"), ctx.datamodule, ctx.device)
     if base is None:
         raise ConfigError(
             "mode=fid: the checkpoint's training config has fid.backend=none; "
             "set fid=classifier or fid=inception in sample.py"
         )
     ev = cfg.eval
+    if ev.save_npz and ctx.world_size > 1:
+        raise ConfigError(f"eval.save_npz=true is invalid with {ctx.world_size} processes: must be false")
     variants = ("denoised", "no_denoise") if ev.denoise_both else ("denoised" if sampler.denoise else "no_denoise",)
-    fids = {v: FID(base.backend, base.real_mu, base.real_sigma) for v in variants}  # one real-stats set
+    fids = {v: base if i == 0 else base.fresh() for i, v in enumerate(variants)}  # one extractor, one real set
     kept = {v: [] for v in variants}
-    g = torch.Generator(device=device).manual_seed(cfg.seed)
-    start, done = time.perf_counter(), 0
-    bar = tqdm(total=ev.n_samples, desc="FID samples", unit="img", dynamic_ncols=True)
-    while done < ev.n_samples:
-        m = min(ev.batch_size, ev.n_samples - done)
-        res = sampler(
-            net,
-            net.sigmas,
-            tuple(datamodule.data_shape),
-            g,
-            device,
-            n=m,
-            progress=False,
-            denoise="denoised" in variants,
-        )
+    mine = torch.arange(ctx.rank, ev.n_samples, ctx.world_size)
+    start, nfe = time.perf_counter(), 0
+    bar = tqdm(total=len(mine), desc="FID samples", unit="img", dynamic_ncols=True, disable=ctx.rank != 0)
+    for chunk in mine.split(sampler.batch_size):  # generated as in training: sampler.batch_size at a time
+        res = ctx.draw(indices=chunk, progress=False, denoise="denoised" in variants)
+        nfe = res.nfe
         for v in variants:
             images = (res.samples if v == "denoised" else res.before_denoise).clamp(0, 1)
             fids[v].update(images)
             if ev.save_npz:
                 kept[v].append((images * 255 + 0.5).floor().byte().permute(0, 2, 3, 1).cpu().numpy())
-        done += m
-        bar.update(m)
+        bar.update(len(chunk))
     bar.close()
     elapsed = time.perf_counter() - start
     out = {
         "n_samples": ev.n_samples,
+        "nfe": nfe,
         "time_s": elapsed,
         "images_per_s": ev.n_samples / elapsed,
         "fid_backend": base.name,
+        "world_size": ctx.world_size,
     }
     for v in variants:
-        out[f"fid/{v}"] = fids[v].compute()
+        out[f"fid/{v}"] = fids[v].compute()  # summed across ranks under torch.distributed
     out["fid"] = out["fid/denoised"] if sampler.denoise else out["fid/no_denoise"]
     if ev.save_npz:  # uint8 N x H x W x C, the layout TTUR / pytorch-fid read
         arrays = {("samples" if v == variants[0] else f"samples_{v}"): np.concatenate(kept[v]) for v in variants}
-        np.savez(out_dir / "fid_samples.npz", **arrays)
+        np.savez(ctx.out_dir / "fid_samples.npz", **arrays)
     return out
 
 
-def run_inpaint(cfg: DictConfig, net, datamodule, sampler: Sampler, out_dir: Path, device: str) -> dict:
-    """NCSN Algorithm 2: ``inpaint.n_images`` validation images, ``inpaint.n_per_image`` samples each."""
-    _need_images(datamodule, "inpaint")
+def run_inpaint(ctx: ModeContext) -> dict:
+    """NCSN Algorithm 2: ``inpaint.n_images`` validation images, ``inpaint.n_per_image`` samples
+    each; the sampler's Langevin loop with ``InpaintHooks``, per-sample seeds."""
+    _need_images(ctx, "inpaint")
+    cfg, sampler, device = ctx.cfg, ctx.sampler, ctx.device
     ic = cfg.inpaint
-    datamodule.setup("fit")
-    reference = torch.stack([datamodule.val_set[i][0] for i in range(min(ic.n_images, len(datamodule.val_set)))])
-    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    ctx.datamodule.setup("fit")
+    val = ctx.datamodule.val_set
+    reference = torch.stack([val[i][0] for i in range(min(ic.n_images, len(val)))])
     try:
         mask = make_mask(
             ic.mask,
@@ -103,91 +192,104 @@ def run_inpaint(cfg: DictConfig, net, datamodule, sampler: Sampler, out_dir: Pat
     except (ValueError, OSError) as e:
         raise ConfigError(f"inpaint.mask={ic.mask!r}: {e}") from None
     ref = reference.repeat_interleave(ic.n_per_image, 0).to(device)
-    x0 = sampler.init_low + (sampler.init_high - sampler.init_low) * torch.rand(ref.shape, generator=g, device=device)
-    res = annealed_langevin_inpaint(
-        sampler.wrap(net),
-        x0,
-        ref,
-        mask.to(device),
-        net.sigmas,
-        sampler.step_lr,
-        sampler.n_steps_each,
-        renoise=ic.renoise,
-        denoise=sampler.denoise,
-        generator=g,
-    )
+    noise = SampleNoise(cfg.seed, torch.arange(len(ref)), device)
+    x0 = sampler.initial_state(noise, ctx.shape, float(ctx.net.sigmas[0]), ctx.data_mean())
+    hooks = InpaintHooks(ref, mask.to(device), ic.renoise, noise, x0)
+    res = sampler.run(sampler.wrap(ctx.net), ctx.net.sigmas, x0, noise, hooks=hooks)
     samples = res.samples.clamp(0, 1).cpu().reshape(len(reference), ic.n_per_image, *reference.shape[1:])
-    save_inpainting_grid(apply_mask(reference, mask), samples, reference, out_dir / "inpainting.png")
+    save_inpainting_grid(apply_mask(reference, mask), samples, reference, ctx.out_dir / "inpainting.png")
     np.savez(
-        out_dir / "inpainting.npz", samples=samples.numpy(), reference=reference.numpy(), mask=mask.float().numpy()
+        ctx.out_dir / "inpainting.npz", samples=samples.numpy(), reference=reference.numpy(), mask=mask.float().numpy()
     )
-    return {"n_images": len(reference), "n_per_image": ic.n_per_image}
+    return {"n_images": len(reference), "n_per_image": ic.n_per_image, "nfe": res.nfe}
 
 
-def run_interpolate(cfg: DictConfig, net, datamodule, sampler: Sampler, out_dir: Path, device: str) -> dict:
-    """NCSNv2 interpolation: one row per seed pair (seed, seed+1), ..., ``interpolate.n_interp`` columns."""
-    _need_images(datamodule, "interpolate")
-    ic = cfg.interpolate
+def run_interpolate(ctx: ModeContext) -> dict:
+    """NCSNv2 interpolation: one row per sample index, the noise of seeds (seed, seed_b) slerped,
+    ``interpolate.n_interp`` columns; the ends are sample k of mode=samples with either seed."""
+    _need_images(ctx, "interpolate")
+    ic = ctx.cfg.interpolate
     rows = interpolate(
-        sampler.wrap(net),
-        net.sigmas,
-        sampler.step_lr,
-        sampler.n_steps_each,
-        (ic.n_rows, *datamodule.data_shape),
-        cfg.seed,
+        ctx.sampler,
+        ctx.net,
+        ctx.net.sigmas,
+        (ic.n_rows, *ctx.shape),
+        ctx.cfg.seed,
         ic.seed_b,
         ic.n_interp,
-        sampler.init_low,
-        sampler.init_high,
-        sampler.denoise,
-        device,
+        ctx.device,
+        data_mean=ctx.data_mean(),
     )
     rows = rows.clamp(0, 1).cpu()
-    save_grid(rows.flatten(0, 1), out_dir / "interpolation.png", nrow=ic.n_interp)
-    np.savez(out_dir / "interpolation.npz", samples=rows.numpy())
+    save_grid(rows.flatten(0, 1), ctx.out_dir / "interpolation.png", nrow=ic.n_interp)
+    np.savez(ctx.out_dir / "interpolation.npz", samples=rows.numpy())
     return {"n_rows": ic.n_rows, "n_interp": ic.n_interp}
 
 
-def run_progression(cfg: DictConfig, net, datamodule, sampler: Sampler, out_dir: Path, device: str) -> dict:
-    """One sampling run shown level by level: progression.png (rows = samples) and progression.gif."""
-    _need_images(datamodule, "progression")
-    g = torch.Generator(device=device).manual_seed(cfg.seed)
-    res = sampler(net, net.sigmas, tuple(datamodule.data_shape), g, device, n=cfg.progression.n_show, keep_frames=True)
-    frames = [f.clamp(0, 1) for f in res.frames] + ([res.samples.clamp(0, 1).cpu()] if sampler.denoise else [])
+def run_progression(ctx: ModeContext) -> dict:
+    """One sampling run shown step by step (a level of annealed Langevin, a grid sigma of the
+    other kinds): progression.png (rows = samples) and progression.gif."""
+    _need_images(ctx, "progression")
+    res = ctx.draw(n=ctx.cfg.progression.n_show, keep_frames=True)
+    frames = [f.clamp(0, 1) for f in res.frames] + ([res.samples.clamp(0, 1).cpu()] if ctx.sampler.denoise else [])
     save_progression(
         frames,
-        out_dir / "progression.png",
-        out_dir / "progression.gif",
-        n_show=cfg.progression.n_show,
-        n_cols=cfg.progression.n_cols,
+        ctx.out_dir / "progression.png",
+        ctx.out_dir / "progression.gif",
+        n_show=ctx.cfg.progression.n_show,
+        n_cols=ctx.cfg.progression.n_cols,
     )
-    return {"n_frames": len(frames)}
+    return {"n_frames": len(frames), "nfe": res.nfe}
 
 
-def run_toy_figure(cfg: DictConfig, net, datamodule, sampler: Sampler, out_dir: Path, device: str) -> dict:
-    """NCSN Fig. 3 for a checkpoint trained on the toy mixture."""
-    mixture = getattr(datamodule, "mixture", None)
+def run_toy_figure(ctx: ModeContext) -> dict:
+    """NCSN Fig. 3 for a checkpoint trained on the toy mixture; panel (d) samples the learned
+    score with the configured sampler (any kind)."""
+    mixture = getattr(ctx.datamodule, "mixture", None)
     if mixture is None:
         raise ConfigError("mode=toy_figure needs a checkpoint trained on the toy mixture (experiment=toy_gmm)")
+    net, sampler = ctx.net.cpu(), ctx.sampler
     weights = toy_figure(
         mixture,
         net.sigmas.cpu(),
-        sampler.wrap(net.cpu()),
-        out_dir / "toy_figure.png",
+        sampler.wrap(net),
+        ctx.out_dir / "toy_figure.png",
         n=sampler.n_samples,
         step_lr=sampler.step_lr,
         n_steps_each=sampler.n_steps_each,
-        seed=cfg.seed,
+        seed=ctx.cfg.seed,
         init_low=sampler.init_low,
         init_high=sampler.init_high,
+        learned_samples=lambda: sampler(net, net.sigmas, (mixture.dim,), ctx.cfg.seed, "cpu", progress=False).samples,
+        learned_label=sampler.kind,
     )
     return {f"toy/figure_{k}": v for k, v in weights.items()}
 
 
-MODES = {
-    "fid": run_fid,
-    "inpaint": run_inpaint,
-    "interpolate": run_interpolate,
-    "progression": run_progression,
-    "toy_figure": run_toy_figure,
+_HOOKED = tuple(k for k, v in KINDS.items() if v.hooks)
+
+MODES: dict[str, Mode] = {
+    "samples": Mode(run_samples),
+    "fid": Mode(run_fid, distributed=True),
+    "inpaint": Mode(run_inpaint, _HOOKED, "inpainting is NCSN Algorithm 2, hooks of the annealed Langevin loop"),
+    "interpolate": Mode(run_interpolate),
+    "progression": Mode(run_progression),
+    "toy_figure": Mode(run_toy_figure),
 }
+
+
+def check_mode(mode: str, sampler: Sampler, world_size: int = 1) -> Mode:
+    """The mode, or ConfigError when it cannot use the sampler's kind or this many processes."""
+    if mode not in MODES:
+        raise ConfigError(f"mode={mode!r} is invalid: must be one of {tuple(MODES)}")
+    m = MODES[mode]
+    if m.kinds is not None and sampler.kind not in m.kinds:
+        raise ConfigError(
+            f"sampler.kind={sampler.kind!r} is invalid for mode={mode}: must be one of {m.kinds} ({m.why})"
+        )
+    if world_size > 1 and not m.distributed:
+        raise ConfigError(
+            f"mode={mode} runs on one process (got {world_size}): only "
+            f"{tuple(k for k, v in MODES.items() if v.distributed)} run on several"
+        )
+    return m

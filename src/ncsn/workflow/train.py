@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -24,7 +26,9 @@ from ..figures import save_samples_figure, toy_figure
 from ..noise_design import design_noise
 from ..speed import to_channels_last
 from ..training.checkpoint_io import AtomicCheckpointIO
-from ..training.score_model import ScoreModel
+from ..training.loggers import log_run_end, trim_metrics
+from ..training.resume import PROGRESS_KEY
+from ..training.score_model import NonFiniteLossError, ScoreModel
 from .build import (
     build_datamodule,
     build_net,
@@ -34,23 +38,23 @@ from .build import (
     user_errors,
     world_size,
 )
-from .checkpoints import resolve_resume
+from .checkpoints import load_checkpoint, resolve_resume
 from .config import ConfigError, atomic_write_text, record_run_config, validate_sigmas, validate_train
+from .entry import RunInterrupted
 from .evaluation import build_training_fid, check_fid_weights
+from .run_summary import best_metric
+from .runlock import RunLock
+from .wandb_run import job_identity
 
 log = logging.getLogger(__name__)
 
 
 def hydra_job_info() -> tuple[list[str], str | None, str | None]:
-    """(task overrides, W&B group, W&B name) of the current Hydra job."""
+    """(task overrides, W&B group, W&B name) of the current Hydra job (``wandb_run.job_identity``)."""
     if not HydraConfig.initialized():
         return [], None, None
-    hc = HydraConfig.get()
-    overrides = list(hc.overrides.task)
-    multirun = str(hc.mode) == "RunMode.MULTIRUN"
-    group = Path(hc.sweep.dir).name if multirun else None
-    name = (hc.job.override_dirname or f"job{hc.job.num}") if multirun else None
-    return overrides, group, name
+    identity = job_identity()
+    return list(HydraConfig.get().overrides.task), identity["group"], identity["name"]
 
 
 def pin_ddp_children_to_this_job(run_dir: Path) -> None:
@@ -117,7 +121,9 @@ def build_loggers(cfg: DictConfig, group: str | None, name: str | None) -> list:
     for key, node in (cfg.get("logger") or {}).items():
         extra = {}
         if key == "wandb":
-            extra = {"group": node.group or group, "name": node.name or name}
+            auto_tags = job_identity().get("tags", [])
+            tags = [*auto_tags, *(t for t in (node.tags or []) if t not in auto_tags)]
+            extra = {"group": node.group or group, "name": node.name or name, "tags": tags}
         with user_errors(f"logger.{key}"):
             loggers.append(instantiate(node, **extra))
     return loggers
@@ -139,12 +145,52 @@ def restore_env(saved: dict) -> None:
 def train(cfg: DictConfig) -> dict:
     """train.py: prepare the run, build the trainer, fit and record. Returns results.json's dict."""
     saved_env = {k: os.environ.get(k) for k in DDP_LAUNCH_ENV}
+    lock = None
     try:
         run = prepare_run(cfg)
+        lock = take_run_dir(cfg, run)
         trainer = build_trainer(cfg, run)
         return fit_and_record(cfg, run, trainer)
     finally:
+        if lock is not None:
+            lock.release()
         restore_env(saved_env)
+
+
+#: Set (to a non-zero value) in every process of a run but the one that writes its directory:
+#: Lightning's DDP children (LOCAL_RANK), torchrun (RANK), other nodes (NODE_RANK), SLURM tasks.
+RANK_ENV = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
+
+
+def is_run_dir_writer() -> bool:
+    """The process that writes the run directory: global rank 0, the one that launches the
+    other ranks (they inherit or are given a non-zero rank in their environment)."""
+    return all(os.environ.get(k, "0") in ("", "0") for k in RANK_ENV)
+
+
+def take_run_dir(cfg: DictConfig, run: Run) -> RunLock | None:
+    """After validation, before anything is written: lock the run directory (one writer per run
+    directory; other ranks of this run take no lock), then settle what resume finds under the
+    lock (an automatic resume looks for last.ckpt again) and move metrics.csv's rows past the
+    checkpoint to metrics.dropped.csv (``training.loggers.trim_metrics``)."""
+    if not is_run_dir_writer():
+        return None
+    lock = RunLock(run.run_dir).acquire()
+    try:
+        if cfg.ckpt_path is None:
+            run.ckpt_path = resolve_resume(None, run.run_dir, run.model.net)
+        step, pending = 0, False
+        if run.ckpt_path is not None:
+            ckpt = load_checkpoint(run.ckpt_path)
+            step = int(ckpt.get("global_step", 0))
+            pending = bool((ckpt.get(PROGRESS_KEY) or {}).get("val_pending", False))
+        dropped = trim_metrics(run.run_dir / "metrics.csv", step, pending)
+        if dropped:
+            log.info("resume at step %d: moved %d rows of metrics.csv past it to metrics.dropped.csv", step, dropped)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 @dataclass
@@ -180,6 +226,8 @@ def prepare_run(cfg: DictConfig) -> Run:
     try:
         if hasattr(datamodule, "check"):
             datamodule.check()
+        if not getattr(datamodule, "download", False):
+            datamodule.setup("fit")  # a malformed or refused data file stops here, before anything is written
         if cfg.sigmas.kind == "auto":
             design = apply_noise_design(cfg, datamodule)
     except DataError as e:
@@ -260,6 +308,16 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer) -> dict:
         log.warning(
             "SIGTERM: saved %s; run the same command again to resume", run.run_dir / "checkpoints" / "last.ckpt"
         )
+    except NonFiniteLossError as e:  # exit 3
+        status, error = "diverged", f"{type(e).__name__}: {e}"
+        raise
+    except (KeyboardInterrupt, SystemExit) as e:
+        # Ctrl-C: Lightning's handler ends in sys.exit(1); any other exit is a failure
+        if isinstance(e, KeyboardInterrupt) or trainer.interrupted:
+            status = "interrupted"
+            raise RunInterrupted(f"interrupted at global step {trainer.global_step}; rerun to resume") from None
+        status, error = "failed", f"{type(e).__name__}: {e}"
+        raise
     except Exception as e:  # recorded in results.json, then re-raised for the exit status
         status, error = "failed", f"{type(e).__name__}: {e}"
         raise
@@ -267,23 +325,51 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer) -> dict:
         results = {}
         if trainer.is_global_zero:
             metrics = trainer.callback_metrics.items()
-            results = {k: float(v) for k, v in metrics if torch.is_tensor(v) and v.numel() == 1}
-            results.update(status=status, global_step=trainer.global_step, epoch=trainer.current_epoch)
+            # after a resume, metrics not logged again yet come from metrics.csv (their last value)
+            results = last_logged_metrics(run.run_dir / "metrics.csv") if run.ckpt_path else {}
+            results.update({k: float(v) for k, v in metrics if torch.is_tensor(v) and v.numel() == 1})
+            # one step convention (training.loggers.LOGGING_STEP_OFFSET): global_step = optimizer steps
+            # done; epoch = the 0-based index of the last epoch that ran, as in metrics.csv and file names
+            last_epoch = max(trainer.current_epoch - 1, 0) if trainer.global_step else 0
+            results.update(status=status, global_step=trainer.global_step, epoch=last_epoch)
+            results.update(best_metric(run.run_dir / "metrics.csv", "fid"))  # fid/best, fid/best_step
             results.update({f"noise_design/{k}": v for k, v in run.noise_design.items()})
             if error:
                 results["error"] = error
+            if model.loss_warning:
+                results["warnings"] = [model.loss_warning]
             if status == "finished":
                 # Lightning's teardown has moved the module back to the CPU: sample where it trained
                 results.update(final_samples(cfg, model, datamodule, run.run_dir, trainer.strategy.root_device))
             atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
+            try:  # final samples, toy figure and results.json's numbers to W&B
+                log_run_end(trainer.loggers, run.run_dir, results, trainer.global_step)
+            except Exception as e:  # noqa: BLE001 - the run's own record is written; W&B is a copy
+                log.warning("could not send the end of the run to W&B: %s: %s", type(e).__name__, e)
         for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":  # jobs of a sweep must not bleed into each other
+            if isinstance(logger, WandbLogger):  # jobs of a sweep must not bleed into each other
                 import wandb
 
                 wandb.finish(exit_code=0 if status in ("finished", "preempted") else 1)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # the next job of a sweep starts its own group
     return results
+
+
+def last_logged_metrics(path: Path) -> dict:
+    """The last value of each metric column of a metrics.csv ({} without one)."""
+    if not path.is_file():
+        return {}
+    out = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            for k, v in row.items():
+                if k not in ("epoch", "step") and k and v not in (None, ""):
+                    try:
+                        out[k] = float(v)
+                    except ValueError:
+                        pass
+    return out
 
 
 def final_samples(cfg: DictConfig, model: ScoreModel, datamodule, run_dir: Path, device: torch.device) -> dict:

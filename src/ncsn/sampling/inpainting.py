@@ -8,20 +8,52 @@ differ per sample. Plain torch: no Lightning, no Hydra.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
-from ncsn.sampling import LangevinResult, ScoreFn, _levels, _progress
+from .langevin import LangevinResult, LoopHooks, NoiseFn, ScoreFn, annealed_langevin
+from .seeds import GeneratorNoise
 
 MASK_KINDS = ("right_half", "left_half", "center_box", "random")
 RENOISE = ("level", "step")
 
 
-@torch.no_grad()
+class InpaintHooks(LoopHooks):
+    """NCSN Algorithm 2 as hooks of the Langevin loop: the known pixels (``mask == 1``) are held
+    at y~ = reference + sigma_i z, drawn once per level (``renoise='level'``, NCSN Algorithm 2)
+    or before every step (``'step'``, ermongroup/ncsnv2 code), and set before and after each
+    update; the outputs hold exactly ``reference`` there."""
+
+    def __init__(self, reference: torch.Tensor, mask: torch.Tensor, renoise: str, noise: NoiseFn, like: torch.Tensor):
+        if renoise not in RENOISE:
+            raise ValueError(f"renoise={renoise!r} is not one of {RENOISE}")
+        self.known = torch.broadcast_to(mask.to(like.device) > 0.5, like.shape)
+        self.ref = torch.broadcast_to(reference.to(device=like.device, dtype=like.dtype), like.shape)
+        self.renoise, self.noise, self.y = renoise, noise, self.ref
+
+    def _noisy_reference(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        return self.ref + sigma * self.noise(x)
+
+    def start_level(self, x, i, sigma):
+        if self.renoise == "level":
+            self.y = self._noisy_reference(x, sigma)
+        return x
+
+    def before_step(self, x, i, sigma):
+        if self.renoise == "step":
+            self.y = self._noisy_reference(x, sigma)
+        return torch.where(self.known, self.y, x)
+
+    def after_step(self, x, i, sigma):
+        return torch.where(self.known, self.y, x)
+
+    def output(self, x):
+        return torch.where(self.known, self.ref, x)
+
+
 def annealed_langevin_inpaint(
     score: ScoreFn,
     x_init: torch.Tensor,
@@ -35,58 +67,28 @@ def annealed_langevin_inpaint(
     generator: torch.Generator | None = None,
     keep_frames: bool = False,
     progress: bool = True,
+    noise: NoiseFn | None = None,
 ) -> LangevinResult:
-    """Annealed Langevin inpainting, NCSN Algorithm 2 (and the NCSNv2 reference-code variant).
+    """Annealed Langevin inpainting, NCSN Algorithm 2 (and the NCSNv2 reference-code variant):
+    ``sampling.annealed_langevin`` with ``InpaintHooks``.
 
-    For each level i (largest sigma first), alpha_i = step_lr * (sigma_i / sigma_L)^2 (the
-    convention of ``sampling.annealed_langevin``). The known pixels (``mask == 1``) are held at
-    y~ = reference + sigma_i * z, and ``n_steps_each`` times
+    For each level i (largest sigma first), alpha_i = step_lr * (sigma_i / sigma_L)^2. The known
+    pixels (``mask == 1``) are held at y~ = reference + sigma_i * z, and ``n_steps_each`` times
 
         x <- x + alpha_i * s(x, i) + sqrt(2 alpha_i) * z_t,   then   x[known] <- y~[known].
 
-    ``renoise='level'``: y~ is drawn once per level (NCSN Algorithm 2);
-    ``renoise='step'``: y~ is drawn afresh before every step (ermongroup/ncsnv2 code).
     With ``denoise`` a final noise-free step x <- x + sigma_L^2 s(x, L-1) (Tweedie) is applied
     with the known pixels still at their last noisy value. The returned samples (and
     ``before_denoise``) hold exactly ``reference`` at the known pixels. ``frames`` (with
     ``keep_frames``) are the iterates after each level, known pixels at that level's y~.
-    ``reference`` and ``mask`` broadcast to ``x_init``, which is not modified.
+    ``reference`` and ``mask`` broadcast to ``x_init``, which is not modified. The noise (of the
+    steps and of y~) comes from ``noise`` (a ``seeds`` source) or else from ``generator``.
     """
-    if renoise not in RENOISE:
-        raise ValueError(f"renoise={renoise!r} is not one of {RENOISE}")
-    x = x_init.clone()
-    known = torch.broadcast_to(mask.to(x.device) > 0.5, x.shape)
-    ref = torch.broadcast_to(reference.to(device=x.device, dtype=x.dtype), x.shape)
-    n = x.shape[0]
-    sig = [float(s) for s in sigmas]
-    frames = []
-    bar = _progress(len(sig) * n_steps_each, "annealed Langevin inpainting", progress)
-
-    def noisy_reference(sigma: float) -> torch.Tensor:
-        return ref + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-
-    y = ref
-    for i, sigma in enumerate(sig):
-        labels = _levels(n, i, x.device)
-        alpha = step_lr * (sigma / sig[-1]) ** 2
-        noise_scale = math.sqrt(2.0 * alpha)
-        if renoise == "level":
-            y = noisy_reference(sigma)
-        for _ in range(n_steps_each):
-            if renoise == "step":
-                y = noisy_reference(sigma)
-            x = torch.where(known, y, x)
-            z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x = x + alpha * score(x, labels) + noise_scale * z
-            x = torch.where(known, y, x)
-        bar.update(n_steps_each)
-        if keep_frames:
-            frames.append(x.detach().cpu())
-    bar.close()
-    before = torch.where(known, ref, x)
-    if denoise:
-        x = x + sig[-1] ** 2 * score(x, _levels(n, len(sig) - 1, x.device))
-    return LangevinResult(torch.where(known, ref, x), before, frames)
+    noise = noise if noise is not None else GeneratorNoise(x_init.shape[0], generator)
+    hooks = InpaintHooks(reference, mask, renoise, noise, x_init)
+    return annealed_langevin(
+        score, x_init, sigmas, step_lr, n_steps_each, denoise, None, keep_frames, progress, noise, hooks
+    )
 
 
 def make_mask(

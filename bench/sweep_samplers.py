@@ -1,0 +1,67 @@
+"""FID and wall time against network evaluations (NFE) for each sampler kind, on one checkpoint.
+
+Each row is exactly ``python sample.py ckpt_path=CKPT mode=fid eval.n_samples=N seed=0
+sampler.<key>=<value> ...`` (the same workflow functions: ``load_run``, ``merged_sampler_cfg``,
+``ModeContext``, ``run_fid``), run in one process so that loading the checkpoint and the FID
+statistics is paid once. Prints one JSON line per row and writes them to --out.
+
+    python bench/sweep_samplers.py --ckpt outputs/.../checkpoints/last.ckpt --n 500 --out sweep.jsonl \
+        --rows "kind=annealed n_steps_each=20" "kind=cas step_lr=5e-5" "kind=ode num_steps=10"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from ncsn.workflow.build import build_sampler
+from ncsn.workflow.sample import load_run, merged_sampler_cfg
+from ncsn.workflow.sample_modes import ModeContext, run_fid
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--rows", nargs="+", required=True, help='each: "key=value key=value" (sampler.* keys)')
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    train_cfg, net, datamodule = load_run(args.ckpt, "cpu")
+    cfg = OmegaConf.create({"seed": args.seed, "eval": {"n_samples": args.n, "denoise_both": False, "save_npz": False}})
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for row in args.rows:
+        overrides = dict(kv.split("=", 1) for kv in row.split())
+        sampler_cfg = merged_sampler_cfg(train_cfg, OmegaConf.create({k: _value(v) for k, v in overrides.items()}))
+        sampler = build_sampler(sampler_cfg)
+        ctx = ModeContext(cfg, train_cfg, net, datamodule, sampler, out.parent, "cpu")
+        start = time.perf_counter()
+        res = run_fid(ctx)
+        line = {"row": row, "kind": sampler.kind, "nfe": res["nfe"], "fid": res["fid"], "time_s": res["time_s"]}
+        line["total_s"] = time.perf_counter() - start
+        print(json.dumps(line), flush=True)
+        with out.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+
+
+def _value(v: str):
+    """A command-line value as Hydra reads it, plus exponent floats without a dot (5e-5)."""
+    if v in ("null", "None"):
+        return None
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return OmegaConf.create({"v": v}).v
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""What a run tells its user and its sweeper at the end: the best FID of a training run, the
+console summary of train.py and sample.py (rank 0), and the objective train.py returns to a
+Hydra sweeper (Optuna)."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+
+
+def best_metric(metrics_csv: str | Path, key: str = "fid") -> dict:
+    """{"<key>/best": minimum of the column, "<key>/best_step": its step (trainer.global_step)}
+    from a metrics.csv ({} when the column is absent or empty). Ties: the earliest step."""
+    path = Path(metrics_csv)
+    if not path.is_file():
+        return {}
+    best = None
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            value, step = row.get(key), row.get("step")
+            if value in (None, "") or step in (None, ""):
+                continue
+            try:
+                v, s = float(value), int(float(step))
+            except ValueError:
+                continue
+            if math.isfinite(v) and (best is None or v < best[0]):
+                best = (v, s)
+    return {} if best is None else {f"{key}/best": best[0], f"{key}/best_step": best[1]}
+
+
+def in_optuna_sweep() -> bool:
+    """True inside a job launched by Hydra's Optuna sweeper."""
+    if not HydraConfig.initialized():
+        return False
+    target = str(HydraConfig.get().sweeper.get("_target_", ""))
+    return "optuna" in target.lower()
+
+
+def sweep_objective(results: dict, key: str) -> float | None:
+    """The number train.py returns to Hydra (``objective`` key): ``results[key]`` as a float, or
+    None when the run has no such value (a sweeper then records the trial as failed)."""
+    value = results.get(key)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _files(directory: Path, pattern: str) -> list[str]:
+    return sorted(p.name for p in directory.glob(pattern)) if directory.is_dir() else []
+
+
+def summary_lines(script: str, run_dir: str | Path, results: dict) -> list[str]:
+    """The end-of-run lines of ``train.py`` / ``sample.py`` (plain text, one fact a line)."""
+    run_dir = Path(run_dir).resolve()
+    status = results.get("status", "finished")
+    rows = [("run directory", str(run_dir))]
+    where = []
+    if "global_step" in results:
+        where.append(f"global step {results['global_step']}")
+    if "epoch" in results:
+        where.append(f"epoch {results['epoch']}")
+    rows.append(("status", status + (f" ({', '.join(where)})" if where else "")))
+    if "fid/best" in results or "fid" in results:
+        parts = []
+        if "fid/best" in results:
+            parts.append(f"best {_fmt(results['fid/best'])} at step {results.get('fid/best_step', '?')}")
+        if "fid" in results:
+            parts.append(f"final {_fmt(results['fid'])}")
+        for variant in ("fid/denoised", "fid/no_denoise"):
+            if variant in results and script == "sample.py":
+                parts.append(f"{variant.split('/')[1]} {_fmt(results[variant])}")
+        rows.append(("FID", ", ".join(parts)))
+    for key in ("val/loss", "train/loss"):
+        if key in results:
+            rows.append((key, _fmt(results[key])))
+    if "error" in results:
+        rows.append(("error", str(results["error"])))
+    samples = run_dir / "samples"
+    if script == "train.py":
+        if samples.is_dir():
+            grids = _files(samples, "epoch*.png")
+            extra = [n for n in ("final.png", "toy_figure.png") if (samples / n).is_file()]
+            rows.append(("samples", f"{samples}  ({', '.join(extra + [f'{len(grids)} grids'])})"))
+        ckpts = run_dir / "checkpoints"
+        if ckpts.is_dir():
+            names = _files(ckpts, "*.ckpt")
+            shown = [n for n in ("last.ckpt", "best.ckpt") if n in names]
+            rows.append(("checkpoints", f"{ckpts}  ({', '.join(shown + [f'{len(names)} files'])})"))
+        for name in ("metrics.csv", "results.json"):
+            if (run_dir / name).is_file():
+                rows.append((name, str(run_dir / name)))
+    else:
+        files = [p.name for p in sorted(run_dir.iterdir()) if p.is_file()] if run_dir.is_dir() else []
+        if "mode" in results:
+            rows.append(("mode", str(results["mode"])))
+        rows.append(("files", ", ".join(files)))
+    width = max(len(k) for k, _ in rows)
+    title = f"── {script} {status} "
+    return [title + "─" * max(0, 60 - len(title)), *(f"{k:<{width}}  {v}" for k, v in rows)]
+
+
+def print_run_summary(script: str, run_dir: str | Path, results: dict) -> None:
+    """Print the end-of-run lines (call on rank 0 only: the other ranks return no results)."""
+    print("\n".join(summary_lines(script, run_dir, results)), flush=True)
+
+
+class TrialFailed(RuntimeError):
+    """A job of an Optuna sweep failed (bad config, diverged, no objective): raised instead of
+    exiting, so Hydra records the job as failed and Optuna the trial as FAIL, and the study goes
+    on (``hydra.sweeper.max_failure_rate``)."""
+
+
+def finish_job(script: str, cfg, code: int, results: dict, run_dir: str | Path) -> float | None:
+    """The end of ``train.py`` / ``sample.py``'s ``main``: print the summary (the process that
+    holds the results: rank 0), then exit with ``code`` when it is not 0 (inside an Optuna sweep:
+    raise ``TrialFailed``), else return the sweep objective (``cfg.objective``, a key of
+    results.json) to Hydra."""
+    import sys
+
+    if results:
+        print_run_summary(script, run_dir, results)
+    optuna = in_optuna_sweep()
+    if code:
+        if optuna:
+            raise TrialFailed(f"{script} exited with status {code} (see the error above)")
+        sys.exit(code)
+    key = cfg.get("objective")
+    if key is None:
+        return None
+    value = sweep_objective(results, key)
+    if value is None and optuna and results:
+        raise TrialFailed(f"objective={key!r}: results.json has no finite value for it")
+    return value

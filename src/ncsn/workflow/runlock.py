@@ -1,0 +1,131 @@
+"""One writer per run directory: ``run_dir/run.lock``.
+
+The training process that writes a run directory (rank 0, the process that launches the other
+DDP ranks) holds an exclusive lock on ``run_dir/run.lock`` for the whole run; the file names the
+holder (pid, host, start time). A second ``train.py`` on the same directory stops at once with a
+one-line ``error:`` naming the holder (exit 2). The lock is released on every exit path (normal
+end, error, SIGTERM, Ctrl-C: ``release`` in a ``finally``); a process killed with SIGKILL cannot
+release it, but the kernel drops its ``flock``, and the next process takes the stale lock over
+(logged). Where the filesystem offers no ``flock`` (some network filesystems), the pid and host
+recorded in the file decide: a lock of a dead process on the same host is stale; a lock held on
+another host is refused (remove the file by hand once that run is gone).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+
+from .config import ConfigError
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "run.lock"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _describe(holder: dict) -> str:
+    started = holder.get("started")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if started else "?"
+    return f"pid {holder.get('pid', '?')} on host {holder.get('host', '?')} (since {when})"
+
+
+class RunLock:
+    """``RunLock(run_dir).acquire()`` ... ``release()``; a context manager too."""
+
+    def __init__(self, run_dir: Path):
+        self.path = Path(run_dir) / LOCK_NAME
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(10):  # retried only when the file was replaced between open and lock
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                have_flock = self._flock(fd)
+                holder = self._read(fd)
+                if not have_flock and holder and self._alive_elsewhere(holder):
+                    raise self._refusal(holder)
+                if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                    os.close(fd)  # the holder released (unlinked) it meanwhile: lock the new file
+                    continue
+            except FileNotFoundError:
+                os.close(fd)
+                continue
+            except BaseException:
+                os.close(fd)
+                raise
+            if holder and holder.get("pid") != os.getpid():
+                log.warning("run directory %s: took over a stale lock of %s", self.path.parent, _describe(holder))
+            me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+            os.fsync(fd)
+            self.fd = fd
+            return self
+        raise ConfigError(f"run directory {self.path.parent}: could not take {self.path} (it keeps changing)")
+
+    def _flock(self, fd: int) -> bool:
+        """True when the kernel lock is held now; False when the filesystem has no flock. Raises the
+        refusal when another process holds it."""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise self._refusal(self._read(fd)) from None
+            return False  # ENOLCK, EINVAL, ENOSYS: no flock here; the recorded pid and host decide
+
+    @staticmethod
+    def _read(fd: int) -> dict:
+        try:
+            data = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            return json.loads(data) if data else {}
+        except (OSError, ValueError):
+            return {}
+
+    @staticmethod
+    def _alive_elsewhere(holder: dict) -> bool:
+        if holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+            return False
+        if holder.get("host") != socket.gethostname():
+            return True  # cannot tell: refuse
+        return isinstance(holder.get("pid"), int) and _pid_alive(holder["pid"])
+
+    def _refusal(self, holder: dict) -> ConfigError:
+        who = _describe(holder) if holder else "another process"
+        return ConfigError(
+            f"run directory {self.path.parent} is in use by {who} ({self.path}); "
+            "wait for it to end, or use another hydra.run.dir"
+        )
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except OSError:
+            pass
+        os.close(self.fd)  # closing drops the flock
+        self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -1,0 +1,74 @@
+"""The identity of a training job in W&B (group, name, tags), from Hydra's view of the job.
+
+* A sweep (``-m``): the group is the sweep's name (``sweep=...``) with the sweep directory's date
+  and time, e.g. ``num_scales_2026-12-01_23-40-05`` (two sweeps started at the same time of day on
+  different days stay apart); the name is made of the keys that vary in the sweep only (the
+  comma lists and ranges of the command line and the sweeper's ``params``), e.g.
+  ``num_scales=10,seed=1``.
+* A single run: the group is the experiment's name (``digits``), the name
+  ``<experiment>_<date>_<time>`` (when it started).
+* Tags: the experiment's name, the sweep's name under ``-m``, and ``logger.wandb.tags``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import DictConfig, OmegaConf
+
+
+#: the command line as the sweep was started (train.py's DDP support rewrites sys.argv per job)
+_ARGV = list(sys.argv[1:])
+
+
+def sweep_varying_keys(hc: DictConfig, argv: list[str] | None = None) -> set[str]:
+    """The keys a sweep varies: the sweeper's ``params`` (a named sweep's grid, an Optuna search
+    space) and the sweep overrides (``a=1,2``, ``range(...)``, ``choice(...)``) of the command line."""
+    keys = {str(k) for k in (OmegaConf.select(hc, "sweeper.params") or {})}
+    args = [a for a in (_ARGV if argv is None else argv) if not a.startswith("-")]
+    try:
+        for override in OverridesParser.create().parse_overrides(args):
+            if override.is_sweep_override():
+                keys.add(override.key_or_group)
+    except Exception:  # noqa: BLE001 - not Hydra's command line (e.g. a launcher's own argv)
+        pass
+    return {k.lstrip("+~") for k in keys}
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """Each dotted key -> its last part, unless two keys share that last part (then the full key)."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+
+
+def job_identity(argv: list[str] | None = None) -> dict:
+    """{"group", "name", "tags"} of the current Hydra job ({} outside Hydra)."""
+    if not HydraConfig.initialized():
+        return {}
+    hc = HydraConfig.get()
+    choices = hc.runtime.choices
+    experiment = str(choices.get("experiment") or hc.job.name)
+    sweep = choices.get("sweep")
+    tags = [experiment]
+    if str(hc.mode) == "RunMode.MULTIRUN":
+        stamp = "_".join(Path(hc.sweep.dir).parts[-2:])  # .../<date>/<time> by default
+        group = f"{sweep or experiment}_{stamp}"
+        varying = sweep_varying_keys(hc, argv)
+        values = {}
+        for item in hc.overrides.task:
+            key, _, value = item.partition("=")
+            key = key.lstrip("+~")
+            if key in varying:
+                values[key] = value
+        names = short_names(sorted(values))
+        name = ",".join(f"{names[k]}={values[k]}" for k in sorted(values)) or f"job{hc.job.num}"
+        if sweep:
+            tags.append(str(sweep))
+    else:
+        group = experiment
+        name = f"{experiment}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    return {"group": group, "name": name, "tags": tags}

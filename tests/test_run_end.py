@@ -1,0 +1,256 @@
+"""What a run leaves for its user: the W&B offline run (best FID in the summary, name, group,
+tags, final samples, results), one step convention across files, metrics.csv, results.json and
+W&B, the end-of-run console lines, .hydra/hydra.yaml, the Optuna search and the W&B Sweep config."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+
+import pytest
+import yaml
+from conftest import ROOT, TINY_DIGITS, run_cli
+from hydra import compose, initialize_config_dir
+
+from ncsn.training.loggers import make_wandb_logger
+from ncsn.training.wandb_offline import read_offline_run
+from ncsn.workflow.run_summary import best_metric
+from ncsn.workflow.wandb_run import short_names, sweep_varying_keys
+
+TINY_FID = [*TINY_DIGITS, "fid.classifier_epochs=3", "eval.n_samples=16"]
+
+
+def rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def wandb_run(tmp_path_factory):
+    """One tiny digits run with W&B offline: 2 epochs of 3 steps, samples + FID every epoch."""
+    tmp = tmp_path_factory.mktemp("wb")
+    run_dir = tmp / "run"
+    res = run_cli(
+        "train.py",
+        *TINY_FID,
+        "logger=default",  # CSV and W&B (offline in the tests)
+        f"paths.cache_dir={tmp / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+        "logger.wandb.tags=[ablation,cpu]",
+        "logger.wandb.notes=tiny test run",
+        "logger.wandb.job_type=test",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run_dir, res
+
+
+@pytest.mark.slow
+def test_wandb_offline_summary_holds_the_minimum_fid(wandb_run):
+    run_dir, _ = wandb_run
+    wb = read_offline_run(run_dir)
+    fids = [(float(r["fid"]), int(r["step"])) for r in rows(run_dir / "metrics.csv") if r["fid"]]
+    assert len(fids) == 2
+    best, best_step = min(fids, key=lambda t: (t[0], t[1]))
+    summary = wb["summary"]
+    assert summary["fid"]["min"] == pytest.approx(best) and summary["fid"]["last"] == pytest.approx(fids[-1][0])
+    assert summary["fid/best"] == pytest.approx(best) and summary["fid/best_step"] == best_step
+    assert wb["metrics"]["fid"]["summary"] == ["min", "last"]  # define_metric is recorded
+    # results.json's numbers and the final samples are in the run
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["fid/best"] == pytest.approx(best) and results["fid/best_step"] == best_step
+    assert summary["results/global_step"] == results["global_step"] == 6
+    assert summary["results/status"] == "finished"
+    assert summary["samples/final"]["_type"].startswith("images")
+    # a single run has a name, a group and tags (the experiment's and the CLI's), notes, job type
+    run = wb["run"]
+    assert run["group"] == "digits" and re.fullmatch(r"digits_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", run["name"])
+    assert run["tags"] == ["digits", "ablation", "cpu"]
+    assert run["notes"] == "tiny test run" and run["job_type"] == "test"
+
+
+@pytest.mark.slow
+def test_one_step_convention_across_files_metrics_results_and_wandb(wandb_run):
+    """step = trainer.global_step (optimizer steps done); epoch = 0-based epoch index."""
+    run_dir, _ = wandb_run
+    metrics = rows(run_dir / "metrics.csv")
+    train_steps = [int(r["step"]) for r in metrics if r["train/loss"]]
+    assert train_steps == [1, 2, 3, 4, 5, 6]
+    val = [(int(r["epoch"]), int(r["step"])) for r in metrics if r["val/loss"]]
+    assert val == [(0, 3), (1, 6)]
+    grids = sorted(p.name for p in (run_dir / "samples").glob("epoch*.png"))
+    assert grids == [f"epoch{e:04d}_step{s:07d}.png" for e, s in val]
+    ckpts = {p.name for p in (run_dir / "checkpoints").glob("step*.ckpt")}
+    assert ckpts == {"step0000003.ckpt", "step0000006.ckpt"}
+    results = json.loads((run_dir / "results.json").read_text())
+    assert (results["epoch"], results["global_step"]) == val[-1]
+    wb = read_offline_run(run_dir)
+    logged = [(h.get("epoch"), h["trainer/global_step"]) for h in wb["history"] if "val/loss" in h]
+    assert logged == val
+    assert wb["summary"]["trainer/global_step"] == results["global_step"]
+
+
+@pytest.mark.slow
+def test_console_says_what_happened_once(wandb_run, tmp_path):
+    run_dir, res = wandb_run
+    out = res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    head = lines.index(next(line for line in lines if line.startswith("── train.py finished")))
+    summary = "\n".join(lines[head:])
+    for part in (
+        f"run directory  {run_dir}",
+        "status         finished (global step 6, epoch 1)",
+        "FID            best ",
+        "val/loss",
+        f"samples        {run_dir / 'samples'}  (final.png, 2 grids)",
+        f"checkpoints    {run_dir / 'checkpoints'}  (last.ckpt, best.ckpt",
+    ):
+        assert part in summary, (part, summary)
+    # each log line once (Lightning's own handler and Hydra's printed them twice), no tips or noise
+    assert out.count("GPU available") == 1 and out.count("`Trainer.fit` stopped") == 1
+    for noise in ("litlogger", "LeafSpec", "smaller than the logging interval", "anonymous setting"):
+        assert noise not in out, noise
+    # .hydra/hydra.yaml: Hydra's record of the job (the chosen config-group options), beside config.yaml
+    hydra_cfg = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    assert hydra_cfg["runtime"]["choices"]["experiment"] == "digits"
+    assert "logger.wandb.job_type=test" in hydra_cfg["overrides"]["task"]
+
+    # sample.py tells what it wrote, too
+    out_dir = tmp_path / "sampled"
+    res = run_cli(
+        "sample.py",
+        f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}",
+        "sampler.n_samples=4",
+        f"hydra.run.dir={out_dir}",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "── sample.py finished" in res.stdout and f"run directory  {out_dir}" in res.stdout
+    assert "samples.png" in res.stdout and (out_dir / ".hydra" / "hydra.yaml").is_file()
+
+
+def test_wandb_options_log_model_needs_an_online_run(tmp_path, monkeypatch, caplog):
+    common = dict(save_dir=str(tmp_path), project="p", entity=None, group=None, name=None, tags=[])
+    with pytest.raises(ValueError, match="log_model=True needs an online run"):
+        make_wandb_logger(mode="offline", log_model=True, **common)
+    with pytest.raises(ValueError, match="resume='sometimes'"):
+        make_wandb_logger(mode="offline", resume="sometimes", **common)
+    monkeypatch.setenv("WANDB_MODE", "offline")  # mode=auto resolves to offline here: ignored, with a warning
+    logger = make_wandb_logger(mode="auto", log_model="all", job_type="train", notes="n", **common)
+    assert logger._log_model is False and "log_model=all ignored" in caplog.text
+    assert logger._wandb_init["job_type"] == "train" and logger._wandb_init["notes"] == "n"
+
+
+def test_sweep_names_are_made_of_the_varying_keys():
+    from omegaconf import OmegaConf
+
+    hc = OmegaConf.create({"sweeper": {"params": {"sigmas.num_scales": "1,3,10"}}})
+    argv = ["-m", "sweep=num_scales", "seed=0,1", "model.ngf=8", "sampler.step_lr=range(1,3)", "+x.y=1"]
+    assert sweep_varying_keys(hc, argv) == {"sigmas.num_scales", "seed", "sampler.step_lr"}
+    assert short_names(["sigmas.num_scales", "seed", "a.seed"]) == {
+        "sigmas.num_scales": "num_scales",
+        "seed": "seed",
+        "a.seed": "a.seed",
+    }
+
+
+def test_best_metric_reads_the_lowest_value_and_its_step(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("epoch,fid,step,val/loss\n0,5.0,3,1\n0,,4,\n1,2.5,6,1\n2,2.5,9,1\n3,nan,12,1\n")
+    assert best_metric(path) == {"fid/best": 2.5, "fid/best_step": 6}
+    assert best_metric(path, "missing") == {} and best_metric(tmp_path / "absent.csv") == {}
+
+
+@pytest.mark.slow
+def test_wandb_sweep_group_and_names_under_multirun(tmp_path):
+    res = run_cli(
+        "train.py",
+        "-m",
+        "seed=0,1",
+        *TINY_DIGITS,
+        "fid=none",
+        "callbacks.best=null",
+        "trainer.max_steps=3",
+        "logger=default",
+        f"hydra.sweep.dir={tmp_path / 'sweep' / '2026-12-01' / '23-40-05'}",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = [read_offline_run(tmp_path / "sweep" / "2026-12-01" / "23-40-05" / str(i))["run"] for i in (0, 1)]
+    assert [r["name"] for r in runs] == ["seed=0", "seed=1"]  # only the key that varies
+    assert {r["group"] for r in runs} == {"digits_2026-12-01_23-40-05"}  # unique across days
+    assert res.stdout.count("── train.py finished") == 2
+
+
+# -- hyperparameter search ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_optuna_search_minimizes_the_best_fid_and_survives_a_failed_trial(tmp_path):
+    """3 trials of conf/hparams_search/digits_optuna.yaml on the tiny digits run; sigma_1 = 0.005
+    is below sigma_L = 0.01 (a config the run rejects): that trial fails, the study goes on."""
+    sweep_dir = tmp_path / "sweep"
+    res = run_cli(
+        "train.py",
+        "-m",
+        "hparams_search=digits_optuna",
+        "hydra.sweeper.n_trials=3",
+        "sigmas.sigma_begin=choice(0.005,1.0)",  # the command line replaces the config's range
+        *TINY_FID,
+        "trainer.max_steps=3",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"hydra.sweep.dir={sweep_dir}",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir())
+    assert len(jobs) == 3
+    values = {}
+    for job in jobs:
+        overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text()) if (job / ".hydra").is_dir() else []
+        if (job / "results.json").is_file():
+            values[job.name] = json.loads((job / "results.json").read_text())["fid/best"]
+            assert "sigmas.sigma_begin=1.0" in overrides
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    assert values and best["best_value"] == pytest.approx(min(values.values()))
+    assert set(best["best_params"]) == {"sigmas.sigma_begin", "sigmas.num_scales", "sampler.step_lr"}
+    # with the sampler's seed 0 the third trial draws sigma_1 = 0.005: one line, recorded as FAIL
+    assert len(values) == 2 and res.stderr.count("error: sigmas.sigma_begin=0.005 is invalid") == 1
+    assert "Failed experiment: train.py exited with status 2" in res.stdout + res.stderr
+
+
+# -- the W&B Sweep config -------------------------------------------------------------------------
+
+
+def agent_args(sweep: dict) -> list[str]:
+    """The arguments W&B's agent gives train.py for one draw: ${args_no_hyphens} (key=value of
+    every parameter, here the first value / the lower bound) and the command's literal arguments."""
+    args = []
+    for key, spec in sweep["parameters"].items():
+        value = spec["values"][0] if "values" in spec else spec.get("value", spec.get("min"))
+        args.append(f"{key}={value}")
+    literal = [a for a in sweep["command"] if not a.startswith("${")]
+    assert sweep["command"][:4] == ["${env}", "${interpreter}", "${program}", "${args_no_hyphens}"]
+    return args + literal
+
+
+def test_wandb_sweep_command_composes_and_validates():
+    from ncsn.workflow.build import build_sampler, build_sigmas
+    from ncsn.workflow.config import validate_train
+
+    sweep = yaml.safe_load((ROOT / "docs" / "wandb_sweep.yaml").read_text())
+    assert sweep["program"] == "train.py" and sweep["metric"] == {"name": "fid/best", "goal": "minimize"}
+    for pick in ("min", "max"):
+        args = []
+        for key, spec in sweep["parameters"].items():
+            value = spec["values"][0 if pick == "min" else -1] if "values" in spec else spec[pick]
+            args.append(f"{key}={value}")
+        args += [a for a in sweep["command"] if not a.startswith("${")]
+        assert args == agent_args(sweep) or pick == "max"
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=args)
+        validate_train(cfg)
+        assert len(build_sigmas(cfg)) == cfg.sigmas.num_scales
+        build_sampler(cfg.sampler)
+        assert cfg.logger.wandb.job_type == "sweep"
+    # and on the command line: Hydra accepts exactly what the agent passes
+    res = run_cli("train.py", *agent_args(sweep), "--cfg", "job")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "sigma_begin: 0.5" in res.stdout

@@ -1,0 +1,141 @@
+"""Every sampler kind through sample.py on a tiny checkpoint; refusals; FID on 2 gloo processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import ROOT, TINY_DIGITS, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("digits") / "run"
+    res = run_cli(
+        "train.py",
+        *TINY_DIGITS,
+        "fid.classifier_epochs=2",
+        "eval.n_samples=20",
+        f"paths.cache_dir={run_dir.parent / 'cache'}",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run_dir / "checkpoints" / "last.ckpt"
+
+
+def _sample(ckpt, out, *overrides, env_extra=None):
+    return run_cli(
+        "sample.py",
+        f"ckpt_path={ckpt}",
+        "device=cpu",
+        f"paths.cache_dir={ckpt.parent.parent.parent / 'cache'}",
+        f"hydra.run.dir={out}",
+        *overrides,
+        env_extra=env_extra,
+    )
+
+
+@pytest.mark.parametrize(
+    "kind, extra, nfe",
+    [
+        ("cas", ["sampler.step_lr=5e-5"], 10),  # one step per level (the denoising step included)
+        ("pc", ["sampler.n_corrector=1"], 20),
+        ("ode", ["sampler.num_steps=4"], 7),  # 2 (4 - 1) Heun evaluations + the final Euler step
+        ("langevin", [], 20),
+    ],
+)
+def test_every_kind_through_sample_py(kind, extra, nfe, tiny_ckpt, tmp_path):
+    res = _sample(tiny_ckpt, tmp_path / kind, f"sampler.kind={kind}", "sampler.n_samples=6", *extra)
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads((tmp_path / kind / "results.json").read_text())
+    assert results["nfe"] == nfe and results["n_samples"] == 6
+    samples = np.load(tmp_path / kind / "samples.npz")["samples"]
+    assert samples.shape == (6, 1, 8, 8) and np.isfinite(samples).all()
+    # per-sample seeds: the first samples do not depend on how many are drawn or the batch size
+    res = _sample(
+        tiny_ckpt, tmp_path / "b", f"sampler.kind={kind}", "sampler.n_samples=3", "sampler.batch_size=2", *extra
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    again = np.load(tmp_path / "b" / "samples.npz")["samples"]
+    np.testing.assert_allclose(again, samples[:3], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["progression", "interpolate"])
+def test_modes_honour_the_kind(mode, tiny_ckpt, tmp_path):
+    extra = ["progression.n_show=2"] if mode == "progression" else ["interpolate.n_rows=1", "interpolate.n_interp=3"]
+    res = _sample(tiny_ckpt, tmp_path, f"mode={mode}", "sampler.kind=ode", *extra)
+    assert res.returncode == 0, res.stderr[-3000:]
+    if mode == "progression":  # one frame per Heun step (9 over the 10 levels) + the denoised samples
+        assert json.loads((tmp_path / "results.json").read_text())["n_frames"] == 10
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            ["mode=inpaint", "sampler.kind=cas", "sampler.step_lr=5e-5"],
+            "error: sampler.kind='cas' is invalid for mode=inpaint: must be one of ('annealed',)",
+        ),
+        (
+            ["sampler.kind=ode", "sampler.num_steps=20"],
+            "error: sampler.num_steps=20 is invalid: must be between 2 and 10",
+        ),
+        (["sampler.kind=cas"], "error: sampler.step_lr=1.2e-05 is invalid for kind=cas on this grid"),
+        (["sampler.kind=annealed", "sampler.num_steps=4"], "error: sampler.num_steps=4 is invalid for kind=annealed"),
+    ],
+)
+def test_kinds_a_mode_or_network_cannot_use_are_refused(overrides, message, tiny_ckpt, tmp_path):
+    res = _sample(tiny_ckpt, tmp_path, *overrides)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert message in res.stderr, res.stderr[-2000:]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_fid_on_two_gloo_processes_equals_one_process(tiny_ckpt, tmp_path):
+    """sample.py mode=fid under torchrun-style variables: rank r draws the samples r, r + 2, ...
+    (per-sample seeds), the FID statistics are summed across the 2 processes: the same FID."""
+    args = ["mode=fid", "eval.n_samples=20", "sampler.batch_size=3"]
+    res = _sample(tiny_ckpt, tmp_path / "one", *args)
+    assert res.returncode == 0, res.stderr[-3000:]
+    one = json.loads((tmp_path / "one" / "results.json").read_text())
+    port = str(_free_port())
+    procs = []
+    for rank in (0, 1):
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS="1",
+            WANDB_MODE="offline",
+            HYDRA_FULL_ERROR="0",
+            WORLD_SIZE="2",
+            RANK=str(rank),
+            LOCAL_RANK=str(rank),
+            MASTER_ADDR="127.0.0.1",
+            MASTER_PORT=port,
+        )
+        cmd = [
+            sys.executable,
+            str(ROOT / "sample.py"),
+            f"ckpt_path={tiny_ckpt}",
+            "device=cpu",
+            f"paths.cache_dir={tiny_ckpt.parent.parent.parent / 'cache'}",
+            f"hydra.run.dir={tmp_path / 'two'}",
+            *args,
+        ]
+        procs.append(
+            subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        )
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    assert two["world_size"] == 2 and one["world_size"] == 1
+    assert abs(two["fid"] - one["fid"]) <= 1e-4 * max(1.0, abs(one["fid"])), (one["fid"], two["fid"])
