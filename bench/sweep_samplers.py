@@ -7,6 +7,7 @@ statistics is paid once. Prints one JSON line per row and writes them to --out.
 
     python bench/sweep_samplers.py --ckpt outputs/.../checkpoints/last.ckpt --n 500 --out sweep.jsonl \
         --rows "kind=annealed n_steps_each=20" "kind=cas step_lr=5e-5" "kind=ode num_steps=10"
+    python bench/sweep_samplers.py --plot docs/sampling_fid_nfe.png --inputs a.jsonl b.jsonl
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ from ncsn.workflow.sample_modes import ModeContext, run_fid
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--ckpt", required=True)
+    ap.add_argument("--plot", help="write FID and wall time against NFE from --inputs (JSON lines) to this PNG")
+    ap.add_argument("--inputs", nargs="*", default=[])
+    ap.add_argument("--ckpt")
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--rows", nargs="+", required=True, help='each: "key=value key=value" (sampler.* keys)')
+    ap.add_argument("--out")
+    ap.add_argument("--rows", nargs="+", help='each: "key=value key=value" (sampler.* keys)')
     args = ap.parse_args()
+    if args.plot:
+        return plot(args.inputs, args.plot)
     torch.set_num_threads(1)
     train_cfg, net, datamodule = load_run(args.ckpt, "cpu")
     cfg = OmegaConf.create({"seed": args.seed, "eval": {"n_samples": args.n, "denoise_both": False, "save_npz": False}})
@@ -49,6 +54,32 @@ def main() -> None:
         print(json.dumps(line), flush=True)
         with out.open("a") as f:
             f.write(json.dumps(line) + "\n")
+
+
+def plot(inputs: list, png: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for path in inputs:
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        tag = Path(path).stem
+        for kind in sorted({r["kind"] for r in rows}):
+            pts = sorted((r["nfe"], r["fid"], r["time_s"]) for r in rows if r["kind"] == kind)
+            label = f"{tag}: {kind}"
+            ax1.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
+            ax2.plot([p[0] for p in pts], [p[2] for p in pts], "o-", label=label)
+    for ax, ylabel in ((ax1, "FID (digits classifier, 500 samples)"), (ax2, "wall time for 500 samples [s]")):
+        ax.set_xscale("log")
+        ax.set_xlabel("network evaluations per sample (NFE)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    ax1.legend(fontsize=7)
+    fig.tight_layout()
+    Path(png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
 
 
 def _value(v: str):

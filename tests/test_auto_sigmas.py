@@ -1,7 +1,6 @@
 """sigmas=auto: NCSNv2's techniques computed from the training data and saved with the run."""
 
 import numpy as np
-import pytest
 import torch
 from conftest import ROOT, TINY_DIGITS
 from hydra import compose, initialize_config_dir
@@ -13,7 +12,6 @@ from ncsn.workflow.entry import EXIT_OK, run_entry
 from ncsn.workflow.train import train
 
 
-@pytest.mark.slow
 def test_auto_sigmas_on_digits_are_computed_saved_and_used(tmp_path):
     run_dir = tmp_path / "run"
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):

@@ -1,5 +1,6 @@
-"""Smoke runs of the benchmark scripts (bench/*.py) in their --quick mode: each runs to the end
-and prints its JSON lines (the numbers themselves are not checked: timings depend on the machine)."""
+"""Smoke runs of the benchmark scripts (bench/bench_*.py) in their --quick mode: each runs to the
+end and prints its JSON lines (the numbers themselves are not checked: timings depend on the
+machine). bench/common.py is their shared module; bench/sweep_samplers.py needs a checkpoint."""
 
 from __future__ import annotations
 

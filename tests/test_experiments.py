@@ -29,7 +29,6 @@ EXPERIMENTS = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("experiment", sorted(EXPERIMENTS))
 def test_paper_experiment_composes_and_trains_one_step(experiment, tmp_path):
     dataset, shape, num_scales = EXPERIMENTS[experiment]

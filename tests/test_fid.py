@@ -108,12 +108,6 @@ def test_loaded_statistics_give_the_same_fid_as_torchmetrics_real_images():
         own.set_real_stats(np.zeros(4), np.eye(4))
 
 
-def _stats(fid, images):
-    from ncsn.metrics.stats import compute_stats
-
-    return compute_stats(fid, images.split(100))
-
-
 # -- real statistics: cache and user files ------------------------------------------------------
 
 

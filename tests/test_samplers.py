@@ -109,6 +109,7 @@ def test_samples_do_not_depend_on_batch_size_or_ranks(kind):
             s = Sampler(kind=kind, step_lr=0.005, n_samples=20, batch_size=bs, init_mean=0.0, **kw)
             draws[bs] = s(score, sig, (2,), 3, progress=False).samples
         assert same(draws[7], draws[64]), name
+        assert not draws[64].requires_grad  # no autograd graph through the sampler
         s = Sampler(kind=kind, step_lr=0.005, n_samples=20, batch_size=4, init_mean=0.0, **kw)
         shares = [s(score, sig, (2,), 3, indices=torch.arange(r, 20, 2), progress=False).samples for r in (0, 1)]
         merged = torch.stack(shares, 1).flatten(0, 1)  # rank 0 holds 0, 2, 4, ...; rank 1 holds 1, 3, ...

@@ -411,7 +411,7 @@ def _fmt_stat(stat: tuple) -> str:
     mean, std, n = stat
     if n == 0:
         return ""
-    return _fmt(mean) if std is None else f"{_fmt(mean)} ± {std:.2g}"
+    return _fmt(mean) if not std else f"{_fmt(mean)} ± {std:.2g}"  # no "± 0" for a constant
 
 
 def _setting(v) -> str:
@@ -432,7 +432,7 @@ def _grid(job: Job, out: Path) -> str | None:
 
 def _values_of(jobs, key) -> str:
     vals = sorted({_key(j.config.get(key)) for j in jobs}, key=_natural)
-    return ", ".join(_fmt(json.loads(v)) for v in vals)
+    return ", ".join(_setting(json.loads(v)) for v in vals)
 
 
 def to_markdown(c: Comparison, out: Path | None = None, plots: tuple = (), title: str = "") -> str:

@@ -55,6 +55,7 @@ def heun_path(
     return x, frames, nfe
 
 
+@torch.no_grad()
 def probability_flow(
     score: ScoreFn,
     x: torch.Tensor,

@@ -40,7 +40,8 @@ def run_entry(fn: Callable[[DictConfig], object], cfg: DictConfig) -> int:
 
 def record_bad_input(message: str) -> None:
     """Bad input writes nothing: the run directory Hydra made for this job (holding only its
-    ``<job>.log``) is removed again, with the parent directories it made (while empty). A run
+    ``<job>.log``) is removed again, with its empty parent directories below the working
+    directory (``outputs/train/<date>``). A run
     directory that holds more (a run being resumed, another process's run) keeps it all, and the
     error line is appended to its ``<job>.log``."""
     from hydra.core.hydra_config import HydraConfig
@@ -65,9 +66,9 @@ def record_bad_input(message: str) -> None:
             h.close()
         try:
             log_file.unlink(missing_ok=True)
-            stop = Path.cwd().resolve()
-            d = out.resolve()
-            while d != stop and stop in d.parents and not any(d.iterdir()):
+            out.rmdir()
+            stop, d = Path.cwd().resolve(), out.resolve().parent
+            while stop in d.parents and not any(d.iterdir()):  # e.g. outputs/train/<date> below cwd
                 d.rmdir()
                 d = d.parent
         except OSError:

@@ -330,7 +330,7 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer) -> dict:
             results.update({k: float(v) for k, v in metrics if torch.is_tensor(v) and v.numel() == 1})
             # one step convention (training.loggers.LOGGING_STEP_OFFSET): global_step = optimizer steps
             # done; epoch = the 0-based index of the last epoch that ran, as in metrics.csv and file names
-            last_epoch = max(trainer.current_epoch - 1, 0) if trainer.global_step else 0
+            last_epoch = max(trainer.fit_loop.epoch_progress.current.ready - 1, 0)  # stopped mid-epoch too
             results.update(status=status, global_step=trainer.global_step, epoch=last_epoch)
             results.update(best_metric(run.run_dir / "metrics.csv", "fid"))  # fid/best, fid/best_step
             results.update({f"noise_design/{k}": v for k, v in run.noise_design.items()})

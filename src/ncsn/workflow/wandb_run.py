@@ -20,7 +20,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
 
-
 #: the command line as the sweep was started (train.py's DDP support rewrites sys.argv per job)
 _ARGV = list(sys.argv[1:])
 
