@@ -139,6 +139,7 @@ def test_train_toy_writes_scatter_and_mode_weights(tmp_path):
     assert res.returncode == 2 and "error: mode='inpaint' needs image data" in res.stderr
 
 
+@pytest.mark.slow  # two sample.py processes (88 s on the busy 2-core CPU)
 def test_sample_refuses_missing_and_unreadable_checkpoints(tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint at all")

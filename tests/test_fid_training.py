@@ -39,7 +39,6 @@ def rows(path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.slow
 def test_callback_epochs_keys_images_and_no_extractor_in_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     cfg = compose_train(

@@ -73,7 +73,7 @@ def resume_where_fit_stopped(checkpoint: dict) -> None:
       (epoch started, not finished; the last batch not yet counted as completed), so the run resumes
       that epoch where it stopped (and ``resume_position`` skips the batches already trained).
 
-Lightning's logging step after such restarts can be one off (``align_logging_step`` fixes it).
+    Lightning's logging step after such restarts can be one off (``align_logging_step`` fixes it).
     """
     loop = (checkpoint.get("loops") or {}).get("fit_loop")
     if not loop or "epoch_progress" not in loop or "epoch_loop.batch_progress" not in loop:
