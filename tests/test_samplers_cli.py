@@ -139,3 +139,27 @@ def test_fid_on_two_gloo_processes_equals_one_process(tiny_ckpt, tmp_path):
     two = json.loads((tmp_path / "two" / "results.json").read_text())
     assert two["world_size"] == 2 and one["world_size"] == 1
     assert abs(two["fid"] - one["fid"]) <= 1e-4 * max(1.0, abs(one["fid"])), (one["fid"], two["fid"])
+
+
+def test_continuous_sigma_training_then_ode_between_the_levels(tmp_path):
+    """loss.sigma_sampling=continuous trains a sigma-conditioned net on log-uniform sigmas; the ODE
+    sampler then visits more sigmas than the training levels (refused for level-conditioned nets)."""
+    run_dir = tmp_path / "run"
+    res = run_cli(
+        "train.py",
+        *TINY_DIGITS,
+        "model.conditioning=sigma",
+        "loss.sigma_sampling=continuous",
+        "sampler=ode",
+        "sampler.num_steps=15",
+        "fid=none",
+        "callbacks.best=null",
+        f"hydra.run.dir={run_dir}",
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "finished" and np.isfinite(results["train/loss"])
+    out = tmp_path / "ode"
+    res = _sample(run_dir / "checkpoints" / "last.ckpt", out, "sampler.n_samples=4")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["nfe"] == 2 * (15 - 1) + 1

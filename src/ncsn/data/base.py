@@ -171,6 +171,15 @@ def train_loader(dm, dataset, drop_last: bool, keyed: bool = False) -> DataLoade
     )
 
 
+def train_split(dm) -> Dataset:
+    """The un-augmented training split of a data module (image modules read it with
+    ``load_split``; the others after ``setup``)."""
+    if hasattr(dm, "load_split"):
+        return dm.load_split("train")
+    dm.setup("fit")
+    return dm.train_set
+
+
 def fixed_generator() -> torch.Generator:
     """For loaders that must not draw from the global RNG (a DataLoader iterator draws its base
     seed from it): validation then leaves the training's random stream, and so resumed runs,

@@ -103,6 +103,11 @@ class Sampler:
             score = self._compiled[1]
         return score_autocast(score, self.autocast)
 
+    @property
+    def wants_data_mean(self) -> bool:
+        """Whether ``initial_state`` centres its Gaussian on the training data's mean."""
+        return self.init == "gaussian" and self.init_mean == "data"
+
     def grid(self, sigmas: torch.Tensor, continuous: bool = False) -> NoiseGrid:
         """The sigmas this sampler visits (ValueError for a grid the network cannot take)."""
         if not KINDS[self.kind].uses_grid:

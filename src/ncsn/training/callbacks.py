@@ -15,6 +15,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ..compare import by_step, read_loss_by_sigma
+from ..data.base import train_split
 from ..figures import save_loss_by_sigma, save_samples_figure
 from ..sampling import Sampler, dataset_mean
 
@@ -100,15 +101,10 @@ class SampleCallback(Callback):
 
     def data_mean(self, datamodule, device):
         """The training data's mean (once), for a Gaussian initial state centred on it; else None."""
-        if self.sampler.init != "gaussian" or self.sampler.init_mean != "data":
+        if not self.sampler.wants_data_mean:
             return None
         if getattr(self, "_data_mean", None) is None:
-            if hasattr(datamodule, "load_split"):
-                dataset = datamodule.load_split("train")
-            else:
-                datamodule.setup("fit")
-                dataset = datamodule.train_set
-            self._data_mean = dataset_mean(dataset)
+            self._data_mean = dataset_mean(train_split(datamodule))
         return self._data_mean.to(device)
 
     def compute_fid(self, trainer, pl_module, res) -> dict:

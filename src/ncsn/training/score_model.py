@@ -30,6 +30,7 @@ from .resume import (
 log = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("raise", "skip")
+SIGMA_SAMPLING = ("levels", "continuous")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,6 +49,7 @@ class ScoreModel(L.LightningModule):
         amsgrad: bool = False,
         ema_decay: float | None = 0.999,
         anneal_power: float = 2.0,
+        sigma_sampling: str = "levels",
         on_nonfinite: str = "raise",
         max_skipped: int | None = 100,
         explode_factor: float | None = 1000.0,
@@ -63,6 +65,14 @@ class ScoreModel(L.LightningModule):
         self.net = net
         self.lr, self.betas, self.eps, self.weight_decay, self.amsgrad = lr, (beta1, beta2), eps, weight_decay, amsgrad
         self.anneal_power = anneal_power
+        if sigma_sampling not in SIGMA_SAMPLING:
+            raise ValueError(f"sigma_sampling={sigma_sampling!r} must be one of {SIGMA_SAMPLING}")
+        if sigma_sampling == "continuous" and not getattr(net, "continuous", False):
+            raise ValueError(
+                "sigma_sampling='continuous' needs a network that takes any sigma "
+                "(model=ncsnv2, or model.conditioning=sigma or none); this one is conditioned on level indices"
+            )
+        self.continuous = sigma_sampling == "continuous"
         self.on_nonfinite = on_nonfinite
         self.max_skipped, self.explode_factor = max_skipped, explode_factor
         self.loss_warning: str | None = None  # set once when the loss explodes (results.json)
@@ -151,7 +161,7 @@ class ScoreModel(L.LightningModule):
     # -- training ------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x = batch[0]
-        out = dsm_loss(self.train_net, x, self.sigmas, self.anneal_power)
+        out = dsm_loss(self.train_net, x, self.sigmas, self.anneal_power, continuous=self.continuous)
         if not torch.isfinite(out.loss):
             bad = torch.unique(out.level_index[~torch.isfinite(out.per_example)]).tolist()
             sig = [round(float(self.sigmas[i]), 6) for i in bad]

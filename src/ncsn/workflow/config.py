@@ -102,6 +102,7 @@ def validate_train(cfg: DictConfig) -> None:
     need(cfg, "seed", lambda v: is_int(v) and 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}]")
     need(cfg, "torch_threads", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
     need(cfg, "loss.anneal_power", is_number, "a finite number (2 in the papers)")
+    need(cfg, "loss.sigma_sampling", lambda v: v in ("levels", "continuous"), "'levels' or 'continuous'")
     need(cfg, "loss.on_nonfinite", lambda v: v in ("raise", "skip"), "'raise' or 'skip'")
     need(cfg, "loss.max_skipped", lambda v: v is None or (is_int(v) and v >= 0), "null or an integer >= 0")
     need(cfg, "loss.explode_factor", lambda v: v is None or (is_number(v) and v > 1), "null or a number > 1")

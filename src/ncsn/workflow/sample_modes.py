@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from ..data.base import train_split
 from ..figures import save_grid, save_inpainting_grid, save_progression, save_samples_figure, toy_figure
 from ..sampling import KINDS, Sampler, dataset_mean
 from ..sampling.inpainting import InpaintHooks, apply_mask, make_mask
@@ -52,16 +53,10 @@ class ModeContext:
 
     def data_mean(self) -> torch.Tensor | None:
         """The training data's mean, the centre of a Gaussian initial state (None if unused)."""
-        if self.sampler.init != "gaussian" or self.sampler.init_mean != "data":
+        if not self.sampler.wants_data_mean:
             return None
         if self._mean is None:
-            dm = self.datamodule
-            if hasattr(dm, "load_split"):
-                dataset = dm.load_split("train")
-            else:
-                dm.setup("fit")
-                dataset = dm.train_set
-            self._mean = dataset_mean(dataset).to(self.device)
+            self._mean = dataset_mean(train_split(self.datamodule)).to(self.device)
         return self._mean
 
     def draw(self, n: int | None = None, indices=None, **kw):

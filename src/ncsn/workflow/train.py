@@ -21,9 +21,10 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
-from ..data.base import DataError
+from ..data.base import DataError, train_split
 from ..figures import save_samples_figure, toy_figure
 from ..noise_design import design_noise
+from ..sampling import dataset_mean
 from ..speed import to_channels_last
 from ..training.checkpoint_io import AtomicCheckpointIO
 from ..training.loggers import log_run_end, trim_metrics
@@ -241,6 +242,11 @@ def prepare_run(cfg: DictConfig) -> Run:
     run_dir = Path(cfg.paths.run_dir)
     ckpt_path = resolve_resume(cfg.ckpt_path, run_dir, net)
     fid = build_training_fid(cfg, datamodule)
+    if cfg.loss.sigma_sampling == "continuous" and not getattr(net, "continuous", False):
+        raise ConfigError(
+            "loss.sigma_sampling='continuous' is invalid for this model: it is conditioned on level indices "
+            "(use model=ncsnv2, or model.conditioning=sigma or none for mlp / small_conv)"
+        )
     with user_errors("optim"):
         model = ScoreModel(
             net,
@@ -377,9 +383,10 @@ def final_samples(cfg: DictConfig, model: ScoreModel, datamodule, run_dir: Path,
     sampler = build_sampler(cfg.sampler)
     model.to(device)
     net = model.score_net.eval()
-    g = torch.Generator(device=device).manual_seed(cfg.seed)
+    data_mean = dataset_mean(train_split(datamodule)).to(device) if sampler.wants_data_mean else None
     start = time.perf_counter()
-    res = sampler(net, model.sigmas, tuple(datamodule.data_shape), g, device)
+    # per-sample seeds: the same samples as sample.py with seed=cfg.seed draws from this checkpoint
+    res = sampler(net, model.sigmas, tuple(datamodule.data_shape), cfg.seed, device, data_mean=data_mean)
     out = {"sample/final_time_s": time.perf_counter() - start, "sample/final_device": str(device)}
     save_samples_figure(res.samples, run_dir / "samples" / "final.png", datamodule)
     mixture = getattr(datamodule, "mixture", None)
@@ -399,6 +406,8 @@ def final_samples(cfg: DictConfig, model: ScoreModel, datamodule, run_dir: Path,
             seed=cfg.seed,
             init_low=sampler.init_low,
             init_high=sampler.init_high,
+            learned_samples=lambda: res.samples.cpu(),
+            learned_label=sampler.kind,
         )
         out.update({f"toy/figure_{k}": v for k, v in weights.items()})
     return out
