@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .base import ScoreNet
 from .layers import LevelNorm, RefineBlock, ResidualBlock
 
 # (channel multiple of ngf, downsample x2, dilation) of each encoder stage.
@@ -89,7 +90,7 @@ class RefineNetCascade(nn.Module):
         return self.end_conv(self.act(self.end_norm(h, level_index)))
 
 
-class CondRefineNetDilated(nn.Module):
+class CondRefineNetDilated(ScoreNet):
     """NCSN v1 score network: every normalization a CIN++ of the noise level; raw score output.
 
     28x28 (MNIST, ngf 64) and 32x32 (CIFAR-10, CelebA, ngf 128) in the paper; any even size works.
@@ -98,11 +99,11 @@ class CondRefineNetDilated(nn.Module):
     """
 
     def __init__(self, sigmas: torch.Tensor, in_channels: int = 3, ngf: int = 128):
-        super().__init__()
-        self.register_buffer("sigmas", torch.as_tensor(sigmas, dtype=torch.float32).clone())
+        super().__init__(sigmas, scale_by_sigma=False)  # NCSN v1 outputs the score itself
         self.body = RefineNetCascade(
             in_channels, ngf, len(self.sigmas), refine_norm=True, max_pool=False, stages=NCSN_STAGES
         )
 
     def forward(self, x: torch.Tensor, level_index: torch.Tensor) -> torch.Tensor:
+        level_index, _ = self.noise_level(level_index)  # level indices only (not sigma-continuous)
         return self.body(x, level_index)

@@ -10,25 +10,30 @@ import torch
 from .config import ConfigError
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """torch.load with weights_only=True: a checkpoint holding arbitrary pickled objects is refused
-    (never executed). Every failure is a ConfigError naming the file."""
+def load_weights_only(path: str | Path, key: str = "ckpt_path"):
+    """torch.load with weights_only=True: a file holding arbitrary pickled objects is refused
+    (never executed). Every failure is a ConfigError naming ``key`` and the file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"ckpt_path={str(path)!r}: no such checkpoint file")
+        raise ConfigError(f"{key}={str(path)!r}: no such checkpoint file")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
         raise ConfigError(
-            f"ckpt_path={str(path)!r}: refused, not a plain weights-only checkpoint "
+            f"{key}={str(path)!r}: refused, not a plain weights-only checkpoint "
             f"(it holds objects that would run code when loaded, or is corrupt): {first}"
         ) from None
     except Exception as e:  # noqa: BLE001 - not a zip or pickle (a text file: KeyError), truncated, unreadable
         raise ConfigError(
-            f"ckpt_path={str(path)!r}: unreadable or truncated checkpoint "
+            f"{key}={str(path)!r}: unreadable or truncated checkpoint "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         ) from None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint of this project, loaded weights-only (``load_weights_only``)."""
+    ckpt = load_weights_only(path)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         hint = (
             " (an official NCSN/NCSNv2 checkpoint? add reference=ncsn|ncsnv2 reference_config=<its .yml>)"

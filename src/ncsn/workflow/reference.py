@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +34,7 @@ from ..nets.reference import (
     write_states,
 )
 from .build import build_net, build_sigmas
+from .checkpoints import load_weights_only
 from .config import ConfigError, validate_sigmas, validate_train
 
 REFERENCES = ("ncsn", "ncsnv2")
@@ -65,18 +65,7 @@ DATASETS = {"Cifar10DataModule": "CIFAR10", "CelebaDataModule": "CELEBA", "Mnist
 def load_reference_file(path: str | Path, key: str = "ckpt_path") -> ReferenceStates:
     """torch.load (weights-only) a reference checkpoint and recognize its layout; one-line errors."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{key}={str(path)!r}: no such checkpoint file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
-        raise ConfigError(f"{key}={str(path)!r}: refused, not a plain weights-only checkpoint: {first}") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        first = str(e).splitlines()[0] if str(e) else ""
-        raise ConfigError(
-            f"{key}={str(path)!r}: unreadable or truncated checkpoint ({type(e).__name__}: {first})"
-        ) from None
+    obj = load_weights_only(path, key)
     try:
         return read_states(obj)
     except ReferenceFormatError as e:
