@@ -1,8 +1,8 @@
 """Parity kept through refactors: outputs recorded (tests/golden/make_golden.py) from the code
 that matched the reference implementations to float32 rounding.
 
-Each network is rebuilt at the same small width, the recorded weights are loaded (every key must
-fit), and its output, one DSM loss with its gradient norm, and annealed Langevin samples must
+Each network is rebuilt at the same small width with the same deterministic weights, and its
+output, one DSM loss with its gradient norm, and annealed Langevin samples must
 equal the recorded values to float32 rounding.
 """
 
@@ -29,9 +29,7 @@ def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-5) -> None:
 
 
 def _loaded(name: str) -> torch.nn.Module:
-    net = NETS[name][0]()
-    net.load_state_dict(VALUES[f"{name}/state_dict"], strict=True)
-    return net
+    return make_golden.fill_weights(NETS[name][0]())
 
 
 @pytest.mark.parametrize("name", sorted(NETS))
