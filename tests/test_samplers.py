@@ -32,16 +32,15 @@ def _golden_small_conv():
     mg = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mg)
     sigmas, nets = mg.build_nets()
-    values = torch.load(GOLDEN / "values.pt", weights_only=True)
-    net = nets["small_conv"][0]()
-    net.load_state_dict(values["small_conv/state_dict"], strict=True)
-    return sigmas, net.eval()
+    return sigmas, mg.fill_weights(nets["small_conv"][0]()).eval()
 
 
 # -- the package refactor alone changed nothing ----------------------------------------------
 def test_refactor_kept_the_generator_path_bit_for_bit():
     """Recorded with the single-module sampler before the package refactor (one torch.Generator
-    for the whole batch, batches of 3): Sampler (annealed, langevin) and inpainting are unchanged."""
+    for the whole batch, batches of 3; re-recorded with ``fill_weights`` weights from code that
+    matched that first recording bit for bit): Sampler (annealed, langevin) and inpainting are
+    unchanged."""
     old = torch.load(GOLDEN / "sampler_refactor.pt", weights_only=True)
     sigmas, net = _golden_small_conv()
     for kind in ("annealed", "langevin"):

@@ -1,6 +1,6 @@
 """Record the golden values of tests/test_golden.py (run once, before a refactor of the math).
 
-    python tests/golden/make_golden.py     # writes tests/golden/values.pt
+    python tests/golden/make_golden.py     # writes tests/golden/values.pt, sampler_refactor.pt
 
 For fixed seeds: the output of each network at small width (weights from ``fill_weights``), one
 DSM loss and its gradient norm, and a few annealed Langevin samples. Recorded (with stored
@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 OUT = Path(__file__).with_name("values.pt")
+SAMPLER_OUT = Path(__file__).with_name("sampler_refactor.pt")
 
 
 def build_nets():
@@ -90,6 +91,36 @@ def compute() -> dict:
     return values
 
 
+def compute_sampler() -> dict:
+    """The Sampler (annealed, langevin) and inpainting paths on small_conv (``fill_weights``).
+
+    First recorded with the single-module sampler before the sampling package existed (one
+    torch.Generator for the whole batch, batches of 3) and stored weights; re-recorded with
+    ``fill_weights`` from code that reproduced that first recording bit for bit."""
+    from ncsn.sampling import Sampler
+    from ncsn.sampling.inpainting import annealed_langevin_inpaint, make_mask
+
+    sigmas, nets = build_nets()
+    net = fill_weights(nets["small_conv"][0]()).eval()
+    values = {}
+    for kind in ("annealed", "langevin"):
+        s = Sampler(kind=kind, step_lr=2e-5, n_steps_each=3, n_samples=7, batch_size=3, denoise=True)
+        r = s(net, sigmas, (1, 8, 8), torch.Generator().manual_seed(11), progress=False, keep_frames=True)
+        values[f"{kind}/samples"] = r.samples
+        values[f"{kind}/before"] = r.before_denoise
+        values[f"{kind}/frames"] = torch.stack(r.frames)
+    ref = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    for renoise in ("level", "step"):
+        g = torch.Generator().manual_seed(3)
+        x0 = torch.rand(ref.shape, generator=g)
+        mask = make_mask("right_half", (1, 8, 8))
+        r = annealed_langevin_inpaint(net, x0, ref, mask, sigmas, 2e-5, 3, renoise, True, g, progress=False)
+        values[f"inpaint_{renoise}/samples"] = r.samples
+        values[f"inpaint_{renoise}/before"] = r.before_denoise
+    return values
+
+
 if __name__ == "__main__":
-    torch.save(compute(), OUT)
-    print(f"wrote {OUT} ({OUT.stat().st_size} bytes)")
+    for out, values in ((OUT, compute()), (SAMPLER_OUT, compute_sampler())):
+        torch.save(values, out)
+        print(f"wrote {out} ({out.stat().st_size} bytes)")
