@@ -1,6 +1,7 @@
 """Shared test setup: CPU only, W&B offline, one thread per test process (2-core CI)."""
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,13 @@ def run_cli(script: str, *overrides: str, cwd: Path | None = None, timeout: int 
         text=True,
         timeout=timeout,
     )
+
+
+def free_port() -> int:
+    """A TCP port free now on 127.0.0.1 (the OS picks it), for a process group's rendezvous."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from conftest import TINY_DIGITS, run_cli
 
-from ncsn.compare import compare, find_jobs, flatten, main, varying_keys
+from ncsn.checks import flatten
+from ncsn.compare import compare, find_jobs, main, varying_keys
 
 
 def _job(root, name, num_scales, seed, results=None, log=None, model="mlp", metrics_rows=None, loss_by_sigma=None):

@@ -55,6 +55,9 @@ def test_config_lists_every_constructor_argument_with_its_default(name, cls):
     conf = yaml.safe_load((CONF / f"{name}.yaml").read_text())
     assert conf.pop("_target_") == f"{cls.__module__}.{cls.__name__}"
     params = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items() if k != "self"}
+    # None = the class's own default (FileImageDataModule)
+    per_class = {"image_size": cls.DEFAULT_SIZE, "channels": cls.CHANNELS, "random_flip": cls.DEFAULT_FLIP}
+    params.update({k: v for k, v in per_class.items() if params[k] is None})
     assert set(conf) == set(params)
     assert conf.pop("root") == "${paths.data_dir}"
     assert conf == {k: v for k, v in params.items() if k != "root"}

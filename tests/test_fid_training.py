@@ -3,13 +3,12 @@ that goes down as the digits model learns."""
 
 import csv
 import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import ROOT, TINY_DIGITS
+from conftest import ROOT, TINY_DIGITS, free_port
 from hydra import compose, initialize_config_dir
 
 from ncsn.data.digits import DigitsDataModule
@@ -65,13 +64,6 @@ def test_callback_epochs_keys_images_and_no_extractor_in_checkpoint(tmp_path):
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert all(k.startswith(("net.", "ema.", "skipped_batches")) for k in ckpt["state_dict"])
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
-
-
-def free_port() -> int:
-    """A TCP port free now on 127.0.0.1 (the OS picks it), for the process group's rendezvous."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank(rank, world, port, cache, images, out):

@@ -9,14 +9,13 @@ draws its own)."""
 import csv
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
 import time
 
 import pytest
-from conftest import ROOT, run_cli
+from conftest import ROOT, free_port, run_cli
 from test_resilience import TOY
 
 from ncsn.training.loggers import LOGGING_STEP_OFFSET as OFF  # a row's step: the global step after its batch
@@ -25,12 +24,6 @@ VAL_TOLERANCE = 0.1  # relative difference of the final val/loss, 2 nodes vs 1 p
 STEPS = 24  # 4 batches of 512 per epoch (2 x 256 per rank), validation every 2 epochs
 COMMON = [*TOY, f"trainer.max_steps={STEPS}", "callbacks.checkpoint.every_n_train_steps=2", "torch_threads=1"]
 NODES = ["trainer.num_nodes=2", "trainer.devices=1", "trainer.strategy=ddp", "trainer.accelerator=cpu"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def driver(tmp_path):

@@ -23,12 +23,8 @@ from ncsn.nets.ncsnv2 import NCSNv2, NCSNv2Deeper
 from ncsn.nets.reference import read_states, to_ours
 from ncsn.nets.refinenet import CondRefineNetDilated
 from ncsn.workflow.config import ConfigError
-from ncsn.workflow.reference import (
-    checkpoint_to_reference,
-    read_reference_config,
-    reference_to_checkpoint,
-    reference_yml_text,
-)
+from ncsn.workflow.reference import checkpoint_to_reference, reference_to_checkpoint, reference_yml_text
+from ncsn.workflow.reference_config import read_reference_config
 
 
 # -- the reference layout, from the reference code -------------------------------------------------

@@ -2,13 +2,12 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, TINY_DIGITS, run_cli
+from conftest import ROOT, TINY_DIGITS, free_port, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -95,12 +94,6 @@ def test_kinds_a_mode_or_network_cannot_use_are_refused(overrides, message, tiny
     assert message in res.stderr, res.stderr[-2000:]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_fid_on_two_gloo_processes_equals_one_process(tiny_ckpt, tmp_path):
     """sample.py mode=fid under torchrun-style variables: rank r draws the samples r, r + 2, ...
     (per-sample seeds), the FID statistics are summed across the 2 processes: the same FID."""
@@ -108,7 +101,7 @@ def test_fid_on_two_gloo_processes_equals_one_process(tiny_ckpt, tmp_path):
     res = _sample(tiny_ckpt, tmp_path / "one", *args)
     assert res.returncode == 0, res.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "results.json").read_text())
-    port = str(_free_port())
+    port = str(free_port())
     procs = []
     for rank in (0, 1):
         env = dict(

@@ -104,34 +104,7 @@ class CelebaDataModule(FileImageDataModule):
         f"which must be a positive int (32 for NCSN, 64 for NCSNv2)"
     )
     VAL_SPLITS = ("valid", "test")
-
-    def __init__(
-        self,
-        root: str = "data",
-        image_size: int = 64,
-        channels: int = 3,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        random_flip: bool = True,
-        dequantize: bool = True,
-        val_split: str = "test",
-        download: bool = False,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-    ):
-        super().__init__(
-            root,
-            image_size,
-            channels,
-            batch_size,
-            num_workers,
-            random_flip,
-            dequantize,
-            val_split,
-            download,
-            pin_memory,
-            persistent_workers,
-        )
+    DEFAULT_SIZE = 64
 
     @property
     def folder(self) -> Path:

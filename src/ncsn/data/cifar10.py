@@ -112,34 +112,7 @@ class Cifar10DataModule(FileImageDataModule):
     SIZES = (32,)
     SIZE_NOTE = "images are 32x32; set data.image_size=32"
     VAL_SPLITS = ("test",)
-
-    def __init__(
-        self,
-        root: str = "data",
-        image_size: int = 32,
-        channels: int = 3,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        random_flip: bool = True,
-        dequantize: bool = True,
-        val_split: str = "test",
-        download: bool = False,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-    ):
-        super().__init__(
-            root,
-            image_size,
-            channels,
-            batch_size,
-            num_workers,
-            random_flip,
-            dequantize,
-            val_split,
-            download,
-            pin_memory,
-            persistent_workers,
-        )
+    DEFAULT_SIZE = 32
 
     @property
     def folder(self) -> Path:

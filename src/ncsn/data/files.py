@@ -103,28 +103,35 @@ class Uint8Images(Dataset):
 class FileImageDataModule(ImageDataModule):
     """Base of the data modules read from files under ``root`` (CIFAR-10, CelebA, MNIST): checks
     ``image_size``, ``channels`` and ``val_split`` against the class's ``NAME``, ``CHANNELS``,
-    ``SIZES`` (None = any positive size), ``SIZE_NOTE`` and ``VAL_SPLITS``."""
+    ``SIZES`` (None = any positive size), ``SIZE_NOTE`` and ``VAL_SPLITS``. The subclasses only set
+    those; ``image_size``, ``channels`` and ``random_flip`` left at None take the class's
+    ``DEFAULT_SIZE``, ``CHANNELS`` and ``DEFAULT_FLIP`` (conf/data/*.yaml sets every argument)."""
 
     NAME: str
     CHANNELS: int
     SIZES: tuple[int, ...] | None
     SIZE_NOTE: str
     VAL_SPLITS: tuple[str, ...]
+    DEFAULT_SIZE: int
+    DEFAULT_FLIP: bool = True
 
     def __init__(
         self,
-        root: str,
-        image_size: int,
-        channels: int,
-        batch_size: int,
-        num_workers: int,
-        random_flip: bool,
-        dequantize: bool,
-        val_split: str,
-        download: bool,
-        pin_memory: bool,
-        persistent_workers: bool,
+        root: str = "data",
+        image_size: int | None = None,
+        channels: int | None = None,
+        batch_size: int = 128,
+        num_workers: int = 4,
+        random_flip: bool | None = None,
+        dequantize: bool = True,
+        val_split: str = "test",
+        download: bool = False,
+        pin_memory: bool = True,
+        persistent_workers: bool = True,
     ):
+        image_size = self.DEFAULT_SIZE if image_size is None else image_size
+        channels = self.CHANNELS if channels is None else channels
+        random_flip = self.DEFAULT_FLIP if random_flip is None else random_flip
         check_image_config(self.NAME, image_size, channels, self.SIZES, self.CHANNELS, self.SIZE_NOTE)
         check_val_split(self.NAME, val_split, self.VAL_SPLITS)
         super().__init__(batch_size, num_workers, random_flip, dequantize, val_split, pin_memory, persistent_workers)

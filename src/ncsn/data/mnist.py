@@ -135,34 +135,8 @@ class MnistDataModule(FileImageDataModule):
         f"images are {SIDE}x{SIDE}; image_size must be a positive int (any size other than {SIDE} is a bilinear resize)"
     )
     VAL_SPLITS = ("test",)
-
-    def __init__(
-        self,
-        root: str = "data",
-        image_size: int = 28,
-        channels: int = 1,
-        batch_size: int = 128,
-        num_workers: int = 4,
-        random_flip: bool = False,
-        dequantize: bool = True,
-        val_split: str = "test",
-        download: bool = False,
-        pin_memory: bool = True,
-        persistent_workers: bool = True,
-    ):
-        super().__init__(
-            root,
-            image_size,
-            channels,
-            batch_size,
-            num_workers,
-            random_flip,
-            dequantize,
-            val_split,
-            download,
-            pin_memory,
-            persistent_workers,
-        )
+    DEFAULT_SIZE = 28
+    DEFAULT_FLIP = False
 
     def locate(self) -> dict[str, Path] | None:
         """{file name: path} from the first candidate folder holding all four files, else None."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 import time
 from pathlib import Path
 
@@ -14,9 +12,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from ..compare import by_step, read_loss_by_sigma
 from ..data.base import train_split
 from ..figures import save_loss_by_sigma, save_samples_figure
+from ..loss_by_sigma import FILENAME, by_step, read_loss_by_sigma, write_loss_by_sigma
 from ..sampling import Sampler, dataset_mean
 
 
@@ -154,14 +152,12 @@ class ValLossBySigma(Callback):
       log10(sigma) per validation, under ``val/loss_by_sigma`` (never one scalar per level).
     """
 
-    FIELDS = ("step", "level", "sigma", "loss", "n_images")
-
     def __init__(self, out_dir: str):
         self.out_dir = Path(out_dir)
 
     @property
     def csv_path(self) -> Path:
-        return self.out_dir / "val_loss_by_sigma.csv"
+        return self.out_dir / FILENAME
 
     @property
     def png_path(self) -> Path:
@@ -185,13 +181,7 @@ class ValLossBySigma(Callback):
             for i in range(len(sigmas))
         ]
         history = [r for r in read_loss_by_sigma(self.csv_path) if int(r["step"]) < step] + rows
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.FIELDS, extrasaction="ignore")
-            w.writeheader()
-            w.writerows(history)
-        os.replace(tmp, self.csv_path)
+        write_loss_by_sigma(self.csv_path, history)
         curves = [(f"step {s}", [r["sigma"] for r in rs], [r["loss"] for r in rs]) for s, rs in by_step(history)]
         save_loss_by_sigma(curves, self.png_path, title="validation DSM loss per noise level", highlight_last=True)
         for logger in trainer.loggers:

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from .config import ConfigError
+from ..noise_design import design_noise
+from .config import ConfigError, validate_sigmas
+from .wandb_run import job_identity
+
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -92,3 +97,55 @@ def check_net_matches_data(net, data_shape: tuple) -> None:
             f"model output shape {tuple(out.shape[1:])} differs from the data shape "
             f"{tuple(data_shape)} (check model.in_channels and data.image_size)"
         )
+
+
+def apply_noise_design(cfg: DictConfig, datamodule) -> dict:
+    """sigmas.kind=auto: NCSNv2 techniques 1, 2 (and 4 with sigmas.set_step_lr) from the training
+    data. The chosen values replace the auto node with a geometric one (so they are saved in the
+    run's config and checkpoints); the design itself is returned (for results.json)."""
+    auto = cfg.sigmas
+    if hasattr(datamodule, "prepare_data"):
+        datamodule.prepare_data()
+    datamodule.setup("fit")
+    try:
+        design = design_noise(
+            datamodule.train_set, auto.sigma_end, auto.overlap, cfg.sampler.n_steps_each, auto.sample_size, cfg.seed
+        )
+    except ValueError as e:
+        raise ConfigError(f"sigmas.kind=auto: {e}") from None
+    with open_dict(cfg):
+        cfg.sigmas = {
+            "_target_": "ncsn.sigmas.make_sigmas",
+            "kind": "geometric",
+            "sigma_begin": float(design["sigma_begin"]),
+            "sigma_end": float(auto.sigma_end),
+            "num_scales": int(design["num_scales"]),
+        }
+        if auto.set_step_lr:
+            cfg.sampler.step_lr = float(design["step_lr"])
+    log.info(
+        "sigmas.kind=auto (NCSNv2 techniques 1, 2, 4): sigma_begin=%.4g sigma_end=%.4g num_scales=%d "
+        "gamma=%.5f overlap=%.4f step_lr=%.3g%s",
+        design["sigma_begin"],
+        design["sigma_end"],
+        design["num_scales"],
+        design["gamma"],
+        design["overlap"],
+        design["step_lr"],
+        "" if auto.set_step_lr else " (not applied: sigmas.set_step_lr=false)",
+    )
+    validate_sigmas(cfg)
+    return {k: float(v) for k, v in design.items()}
+
+
+def build_loggers(cfg: DictConfig, group: str | None, name: str | None) -> list:
+    loggers = []
+    for key, node in (cfg.get("logger") or {}).items():
+        extra = {}
+        if key == "wandb":
+            auto_tags = job_identity().get("tags", [])
+            tags = [*auto_tags, *(t for t in (node.tags or []) if t not in auto_tags)]
+            extra = {"group": node.group or group, "name": node.name or name, "tags": tags}
+        with user_errors(f"logger.{key}"):
+            loggers.append(instantiate(node, **extra))
+    return loggers

@@ -6,7 +6,6 @@ import csv
 import json
 import logging
 import os
-import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,11 +18,10 @@ from hydra.utils import instantiate
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, OmegaConf
 
 from ..data.base import DataError, train_split
 from ..figures import save_samples_figure, toy_figure
-from ..noise_design import design_noise
 from ..sampling import dataset_mean
 from ..speed import to_channels_last
 from ..training.checkpoint_io import AtomicCheckpointIO
@@ -31,7 +29,9 @@ from ..training.loggers import log_run_end, trim_metrics
 from ..training.resume import PROGRESS_KEY
 from ..training.score_model import NonFiniteLossError, ScoreModel
 from .build import (
+    apply_noise_design,
     build_datamodule,
+    build_loggers,
     build_net,
     build_sampler,
     build_sigmas,
@@ -40,9 +40,10 @@ from .build import (
     world_size,
 )
 from .checkpoints import load_checkpoint, resolve_resume
-from .config import ConfigError, atomic_write_text, record_run_config, validate_sigmas, validate_train
+from .config import ConfigError, atomic_write_text, record_run_config, validate_train
 from .entry import RunInterrupted
 from .evaluation import build_training_fid, check_fid_weights
+from .ranks import DDP_LAUNCH_ENV, is_run_dir_writer, pin_ddp_children_to_this_job, restore_env
 from .run_summary import best_metric
 from .runlock import RunLock
 from .wandb_run import job_identity
@@ -58,91 +59,6 @@ def hydra_job_info() -> tuple[list[str], str | None, str | None]:
     return list(HydraConfig.get().overrides.task), identity["group"], identity["name"]
 
 
-def pin_ddp_children_to_this_job(run_dir: Path) -> None:
-    """Make Lightning's DDP launcher start ranks 1..N-1 on exactly this job.
-
-    With ``strategy=ddp`` Lightning starts the other ranks by re-running ``sys.argv`` with
-    ``hydra.run.dir`` taken from Hydra's config. Under ``-m`` that re-runs the *whole sweep* in
-    every child, in another directory (Lightning issue 11300). Here, for a multirun job, the
-    command becomes this job's own overrides (no ``-m``) and the run dir this job's directory.
-    Flags must be written as ``--flag=value`` to be carried over.
-    """
-    if not HydraConfig.initialized():
-        return
-    hc = HydraConfig.get()
-    if str(hc.mode) != "RunMode.MULTIRUN":
-        return
-    flags = [a for a in sys.argv[1:] if a.startswith("-") and a not in ("-m", "--multirun")]
-    sys.argv = [sys.argv[0], *flags, *hc.overrides.task]
-    with read_write(hc), open_dict(hc):
-        hc.run.dir = str(run_dir)
-
-
-def apply_noise_design(cfg: DictConfig, datamodule) -> dict:
-    """sigmas.kind=auto: NCSNv2 techniques 1, 2 (and 4 with sigmas.set_step_lr) from the training
-    data. The chosen values replace the auto node with a geometric one (so they are saved in the
-    run's config and checkpoints); the design itself is returned (for results.json)."""
-    auto = cfg.sigmas
-    if hasattr(datamodule, "prepare_data"):
-        datamodule.prepare_data()
-    datamodule.setup("fit")
-    try:
-        design = design_noise(
-            datamodule.train_set, auto.sigma_end, auto.overlap, cfg.sampler.n_steps_each, auto.sample_size, cfg.seed
-        )
-    except ValueError as e:
-        raise ConfigError(f"sigmas.kind=auto: {e}") from None
-    with open_dict(cfg):
-        cfg.sigmas = {
-            "_target_": "ncsn.sigmas.make_sigmas",
-            "kind": "geometric",
-            "sigma_begin": float(design["sigma_begin"]),
-            "sigma_end": float(auto.sigma_end),
-            "num_scales": int(design["num_scales"]),
-        }
-        if auto.set_step_lr:
-            cfg.sampler.step_lr = float(design["step_lr"])
-    log.info(
-        "sigmas.kind=auto (NCSNv2 techniques 1, 2, 4): sigma_begin=%.4g sigma_end=%.4g num_scales=%d "
-        "gamma=%.5f overlap=%.4f step_lr=%.3g%s",
-        design["sigma_begin"],
-        design["sigma_end"],
-        design["num_scales"],
-        design["gamma"],
-        design["overlap"],
-        design["step_lr"],
-        "" if auto.set_step_lr else " (not applied: sigmas.set_step_lr=false)",
-    )
-    validate_sigmas(cfg)
-    return {k: float(v) for k, v in design.items()}
-
-
-def build_loggers(cfg: DictConfig, group: str | None, name: str | None) -> list:
-    loggers = []
-    for key, node in (cfg.get("logger") or {}).items():
-        extra = {}
-        if key == "wandb":
-            auto_tags = job_identity().get("tags", [])
-            tags = [*auto_tags, *(t for t in (node.tags or []) if t not in auto_tags)]
-            extra = {"group": node.group or group, "name": node.name or name, "tags": tags}
-        with user_errors(f"logger.{key}"):
-            loggers.append(instantiate(node, **extra))
-    return loggers
-
-
-#: Set in the launching process by Lightning's DDP launcher; the next job of a sweep would take
-#: them as "processes created externally" and wait forever for ranks nobody starts.
-DDP_LAUNCH_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
-
-
-def restore_env(saved: dict) -> None:
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 def train(cfg: DictConfig) -> dict:
     """train.py: prepare the run, build the trainer, fit and record. Returns results.json's dict."""
     saved_env = {k: os.environ.get(k) for k in DDP_LAUNCH_ENV}
@@ -156,17 +72,6 @@ def train(cfg: DictConfig) -> dict:
         if lock is not None:
             lock.release()
         restore_env(saved_env)
-
-
-#: Set (to a non-zero value) in every process of a run but the one that writes its directory:
-#: Lightning's DDP children (LOCAL_RANK), torchrun (RANK), other nodes (NODE_RANK), SLURM tasks.
-RANK_ENV = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK")
-
-
-def is_run_dir_writer() -> bool:
-    """The process that writes the run directory: global rank 0, the one that launches the
-    other ranks (they inherit or are given a non-zero rank in their environment)."""
-    return all(os.environ.get(k, "0") in ("", "0") for k in RANK_ENV)
 
 
 def take_run_dir(cfg: DictConfig, run: Run) -> RunLock | None:
