@@ -10,7 +10,7 @@ import re
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_DIGITS, run_cli
+from conftest import ROOT, TINY_DIGITS, free_port, run_cli
 from hydra import compose, initialize_config_dir
 
 from ncsn.training.loggers import make_wandb_logger
@@ -254,3 +254,63 @@ def test_wandb_sweep_command_composes_and_validates():
     res = run_cli("train.py", *agent_args(sweep), "--cfg", "job")
     assert res.returncode == 0, res.stderr[-2000:]
     assert "sigma_begin: 0.5" in res.stdout
+
+
+class _RejectingWandbServer:
+    """A local HTTP server that answers every request as W&B does for a bad API key (401)."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"errors":[{"message":"invalid api key"}]}')
+
+            do_GET = do_POST
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_wandb_online_with_a_bad_key_stops_at_once_with_one_line(tmp_path):
+    """WANDB_MODE=online with a key the server rejects: exit 2, one line, before any work (W&B's
+    own path raised mid-run after its retries)."""
+    server = _RejectingWandbServer()
+    run_dir = tmp_path / "run"
+    env = {"WANDB_MODE": "online", "WANDB_API_KEY": "x" * 40, "WANDB_BASE_URL": server.url, "HOME": str(tmp_path)}
+    try:
+        res = run_cli("train.py", *TINY_DIGITS, "logger=wandb", f"hydra.run.dir={run_dir}", env_extra=env, timeout=120)
+    finally:
+        server.close()
+    assert res.returncode == 2, res.stderr[-3000:]
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and "WANDB_MODE=online: W&B did not accept the credentials" in errors[0], res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / "wandb").exists()
+
+
+def test_wandb_online_without_credentials_or_server_is_refused(tmp_path, monkeypatch):
+    common = dict(save_dir=str(tmp_path / "w"), project="p", entity=None, group=None, name=None, tags=[])
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    with pytest.raises(ValueError, match=r"logger.wandb.mode=online: no W&B credentials .*WANDB_API_KEY"):
+        make_wandb_logger(mode="online", **common)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    with pytest.raises(ValueError, match=r"logger.wandb.mode=online: the W&B server http://127.0.0.1:\d+ cannot be"):
+        make_wandb_logger(mode="online", **common)
+    assert not (tmp_path / "w").exists()

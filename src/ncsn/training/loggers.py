@@ -19,21 +19,26 @@ log = logging.getLogger(__name__)
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
+def _base_url() -> str:
+    return os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")
+
+
 def _has_credentials() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     netrc = os.path.expanduser(os.environ.get("NETRC", "~/.netrc"))
     try:
         with open(netrc) as f:
-            return "api.wandb.ai" in f.read()
+            return (urlparse(_base_url()).hostname or "api.wandb.ai") in f.read()
     except OSError:
         return False
 
 
 def _server_reachable(timeout: float = 2.0) -> bool:
-    url = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    url = urlparse(_base_url())
+    port = url.port or (80 if url.scheme == "http" else 443)
     try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+        with socket.create_connection((url.hostname, port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -50,6 +55,26 @@ def resolve_mode(mode: str) -> str:
     if env in ("online", "offline", "disabled"):
         return env
     return "online" if _has_credentials() and _server_reachable() else "offline"
+
+
+def check_online(mode: str) -> None:
+    """An online run (``logger.wandb.mode=online``, or ``WANDB_MODE=online`` with ``mode=auto``):
+    credentials present, the server reachable (2 s) and accepting them (``wandb.login(verify=True)``),
+    checked before the run starts, so a bad key is one ValueError instead of W&B's retries (up to
+    minutes) and an exception in the middle of training."""
+    what = f"logger.wandb.mode={mode}" if mode != "auto" else "WANDB_MODE=online"
+    hint = "or use logger.wandb.mode=offline (upload later with `wandb sync`) or auto"
+    if not _has_credentials():
+        raise ValueError(f"{what}: no W&B credentials (set WANDB_API_KEY or run `wandb login`), {hint}")
+    if not _server_reachable():
+        raise ValueError(f"{what}: the W&B server {_base_url()} cannot be reached, {hint}")
+    import wandb
+
+    try:
+        wandb.login(verify=True, prompt=False)
+    except Exception as e:  # noqa: BLE001 - AuthenticationError, or a transport error: one line either way
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ValueError(f"{what}: W&B did not accept the credentials ({reason}), {hint}") from None
 
 
 #: The one step convention of a run directory: "step" = trainer.global_step, the number of
@@ -135,7 +160,8 @@ def make_wandb_logger(
     with an explicit ``mode=offline`` or ``disabled`` it is refused (ValueError, exit 2); when
     ``mode=auto`` falls back to offline it is ignored with a warning, so the same command
     uploads on a machine that has credentials. ``id`` + ``resume`` (allow | must | never |
-    auto) continue an existing W&B run.
+    auto) continue an existing W&B run. An online run checks its credentials first
+    (``check_online``).
     """
     resolved = resolve_mode(mode)
     if log_model not in (False, True, "all"):
@@ -156,6 +182,8 @@ def make_wandb_logger(
             log_model,
         )
         log_model = False
+    if resolved == "online" and rank_zero_only.rank == 0:
+        check_online(mode)
     os.makedirs(save_dir, exist_ok=True)
     return NcsnWandbLogger(
         save_dir=save_dir,
