@@ -70,6 +70,33 @@ def test_wandb_offline_summary_holds_the_minimum_fid(wandb_run):
 
 
 @pytest.mark.slow
+def test_resumed_run_continues_the_best_fid_in_wandb_and_results(tmp_path):
+    """A run resumed in its directory starts a new (offline) W&B run whose fid/best and
+    fid/best_step continue from metrics.csv: an early best (made the lowest by hand) is kept."""
+    run_dir = tmp_path / "run"
+    common = [*TINY_FID, "logger=default", f"paths.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run_dir}"]
+    res = run_cli("train.py", *common)
+    assert res.returncode == 0, res.stderr[-3000:]
+    table = rows(run_dir / "metrics.csv")
+    for r in table:
+        if r["fid"] and int(r["step"]) == 3:
+            r["fid"] = "0.5"  # the best FID of the run so far, at step 3
+    with open(run_dir / "metrics.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    res = run_cli("train.py", *common, "trainer.max_steps=9")  # resumes from last.ckpt (step 6)
+    assert res.returncode == 0, res.stderr[-3000:]
+    runs = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(runs) == 2
+    summary = read_offline_run(runs[-1])["summary"]
+    assert summary["fid/best"] == pytest.approx(0.5) and summary["fid/best_step"] == 3
+    assert summary["fid"]["last"] > 0.5  # the resumed run's own FID (step 9) is not the best
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["global_step"] == 9 and results["fid/best"] == pytest.approx(0.5) and results["fid/best_step"] == 3
+
+
+@pytest.mark.slow
 def test_one_step_convention_across_files_metrics_results_and_wandb(wandb_run):
     """step = trainer.global_step (optimizer steps done); epoch = 0-based epoch index."""
     run_dir, _ = wandb_run

@@ -179,7 +179,7 @@ def test_pc_recovers_the_mixture():
 def test_ode_recovers_the_mixture_in_few_steps():
     """Heun on 20 Karras sigmas (rho 7; 39 NFE) from N(data mean, 20^2 I): weights within 0.015,
     mean within 0.1, covariance within 5%."""
-    s = Sampler(kind="ode", num_steps=20, denoise=True, n_samples=5000, batch_size=5000)
+    s = Sampler(kind="ode", num_steps=20, rho=7.0, denoise=True, n_samples=5000, batch_size=5000)
     r = s(MIX.score_fn(SIGMAS), SIGMAS, (2,), 0, progress=False, data_mean=MIX_MEAN.float())
     assert r.nfe == 39
     _moments_ok(r.samples, 0.015, 0.1, 0.05)
@@ -251,6 +251,20 @@ def test_grids():
     assert all(a > b for a, b in zip(k.sigmas, k.sigmas[1:]))
     geo = noise_grid(sig, 10, None, True).sigmas
     assert max(abs(a - float(b)) for a, b in zip(geo, sig)) < 1e-12
+
+
+def test_sampler_rho_null_is_geometric_for_every_grid_kind_and_ode_yaml_sets_karras():
+    """rho=null means a geometric grid for cas, pc and ode alike (no hidden per-kind default);
+    conf/sampler/ode.yaml sets EDM's rho = 7."""
+    from omegaconf import OmegaConf
+
+    sig = make_sigmas("geometric", 1.0, 0.01, 10)
+    for kind in ("cas", "pc", "ode"):
+        got = Sampler(kind=kind, num_steps=6, rho=None).grid(sig, continuous=True).sigmas
+        assert got == noise_grid(sig, 6, None, True).sigmas
+    assert noise_grid(sig, 6, None, True).sigmas != noise_grid(sig, 6, 7.0, True).sigmas
+    ode_yaml = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "sampler" / "ode.yaml")
+    assert ode_yaml.rho == 7.0
 
 
 def test_sampler_refusals_are_one_line_and_name_the_key():

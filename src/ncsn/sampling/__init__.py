@@ -6,7 +6,7 @@ function ``score(x, cond)`` (cond: level indices, or sigmas for sigma-continuous
     interpolation.py NCSNv2 interpolation: slerped noise streams, any kind
     cas.py, pc.py, ode.py  consistent annealed sampling, predictor-corrector, probability-flow ODE
     grid.py          the sigmas a sampler visits (training levels, geometric or Karras spacing)
-    kinds.py         the registry of sampler kinds (``KINDS``, ``register``)
+    kinds.py         the table of sampler kinds (``KINDS``)
     seeds.py         noise sources: per-sample seeds, one generator, slerped pairs
     sampler.py       ``Sampler``: the configured sampler every caller uses
 
@@ -16,7 +16,7 @@ largest sigma.
 
 from .cas import consistent_annealed
 from .grid import NoiseGrid, karras_sigmas, noise_grid
-from .kinds import KINDS, register
+from .kinds import KINDS
 from .langevin import LangevinResult, LoopHooks, ScoreFn, Stage, annealed_langevin, langevin, langevin_loop
 from .ode import heun_path, probability_flow
 from .pc import predictor_corrector
@@ -47,6 +47,5 @@ __all__ = [
     "noise_grid",
     "predictor_corrector",
     "probability_flow",
-    "register",
     "slerp",
 ]

@@ -1,5 +1,5 @@
-"""Sampler kinds as a registry: a new kind is one function here (or anywhere, registered with
-``@register``) plus one ``conf/sampler/<kind>.yaml``.
+"""Sampler kinds, one table: a new kind is one function here, one row of ``KINDS`` and one
+``conf/sampler/<kind>.yaml``.
 
 A kind's function takes ``(sampler, score, sigmas, grid, x, noise, denoise, keep_frames,
 progress, hooks)`` and returns a ``LangevinResult`` (with its network evaluations, ``nfe``).
@@ -23,22 +23,9 @@ class Kind(NamedTuple):
     run: Callable
     init: str  # "uniform" | "gaussian"
     uses_grid: bool
-    hooks: bool
-    default_rho: float | None = None
+    hooks: bool = False
 
 
-KINDS: dict[str, Kind] = {}
-
-
-def register(name: str, init: str, uses_grid: bool, hooks: bool = False, default_rho: float | None = None):
-    def deco(fn):
-        KINDS[name] = Kind(fn, init, uses_grid, hooks, default_rho)
-        return fn
-
-    return deco
-
-
-@register("annealed", init="uniform", uses_grid=False, hooks=True)
 def _annealed(sampler, score, sigmas, grid, x, noise, denoise, keep_frames, progress, hooks=None):
     """NCSN Algorithm 1: ``n_steps_each`` steps per training level, alpha_i = step_lr (sigma_i / sigma_L)^2."""
     return annealed_langevin(
@@ -46,7 +33,6 @@ def _annealed(sampler, score, sigmas, grid, x, noise, denoise, keep_frames, prog
     )
 
 
-@register("langevin", init="uniform", uses_grid=False)
 def _langevin(sampler, score, sigmas, grid, x, noise, denoise, keep_frames, progress, hooks=None):
     """Plain Langevin at sigma_L, ``n_steps_each * L`` steps of size step_lr (NCSN Eq. (4))."""
     return langevin(
@@ -63,16 +49,22 @@ def _langevin(sampler, score, sigmas, grid, x, noise, denoise, keep_frames, prog
     )
 
 
-@register("cas", init="gaussian", uses_grid=True)
 def _cas(sampler, score, sigmas, grid, x, noise, denoise, keep_frames, progress, hooks=None):
     return consistent_annealed(score, x, grid, sampler.step_lr, noise, denoise, keep_frames, progress)
 
 
-@register("pc", init="gaussian", uses_grid=True)
 def _pc(sampler, score, sigmas, grid, x, noise, denoise, keep_frames, progress, hooks=None):
     return predictor_corrector(score, x, grid, sampler.snr, sampler.n_corrector, noise, denoise, keep_frames, progress)
 
 
-@register("ode", init="gaussian", uses_grid=True, default_rho=7.0)
 def _ode(sampler, score, sigmas, grid, x, noise, denoise, keep_frames, progress, hooks=None):
     return probability_flow(score, x, grid, denoise, keep_frames, progress)
+
+
+KINDS: dict[str, Kind] = {
+    "annealed": Kind(_annealed, init="uniform", uses_grid=False, hooks=True),
+    "langevin": Kind(_langevin, init="uniform", uses_grid=False),
+    "cas": Kind(_cas, init="gaussian", uses_grid=True),
+    "pc": Kind(_pc, init="gaussian", uses_grid=True),
+    "ode": Kind(_ode, init="gaussian", uses_grid=True),
+}

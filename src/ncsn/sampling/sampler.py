@@ -20,8 +20,8 @@ class Sampler:
 
     ``kind``: one of ``KINDS`` (annealed Langevin, plain Langevin, cas, pc, ode). ``step_lr``,
     ``n_steps_each``: annealed/plain Langevin (and CAS's eta = step_lr / sigma_L^2).
-    ``num_steps``/``rho``: the sigma grid of cas/pc/ode (``grid.noise_grid``; null rho = the
-    kind's default: 7 for ode, geometric otherwise). ``snr``/``n_corrector``: pc.
+    ``num_steps``/``rho``: the sigma grid of cas/pc/ode (``grid.noise_grid``; Karras' rho, or
+    null: geometric; conf/sampler/ode.yaml sets 7, EDM's). ``snr``/``n_corrector``: pc.
     ``init``: uniform (U(init_low, init_high), the reference code's image start) or gaussian
     (N(mean, sigma_max^2 I), mean = the training data's mean when ``init_mean='data'`` and the
     caller passes it, else the number ``init_mean``); null = the kind's default.
@@ -88,7 +88,7 @@ class Sampler:
         self.init_low, self.init_high = float(init_low), float(init_high)
         self.init_mean = init_mean if init_mean == "data" else float(init_mean)
         self.num_steps = num_steps
-        self.rho = float(rho) if rho is not None else KINDS[kind].default_rho
+        self.rho = float(rho) if rho is not None else None
         self.snr, self.n_corrector = float(snr), n_corrector
         self.autocast, self.compile = autocast, compile
         self._compiled = None  # (score, torch.compile(score)): compile once, reuse every evaluation

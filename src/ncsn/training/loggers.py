@@ -99,7 +99,8 @@ class NcsnWandbLogger(WandbLogger):
     * ``define_metric``: the summary of ``fid`` holds its minimum and its last value
       (``{"min": ..., "last": ...}``); ``fid/best`` (the running minimum, logged with every FID)
       and ``fid/best_step`` (the global step of that minimum) are plain numbers in the summary,
-      for sorting runs, W&B sweeps (``metric.name: fid/best``) and parallel-coordinates plots.
+      for sorting runs, W&B sweeps (``metric.name: fid/best``) and parallel-coordinates plots;
+      a resumed run continues them from its metrics.csv (``continue_best``).
     * Steps: ``log_metrics`` receives Lightning's logging step and records ``trainer/global_step``
       = that step + 1; ``log_image`` and ``log_table`` take a global step (``trainer.global_step``).
     """
@@ -108,6 +109,12 @@ class NcsnWandbLogger(WandbLogger):
         super().__init__(*args, **kwargs)
         self._wandb_init.pop("anonymous", None)  # deprecated in wandb: it only printed a warning
         self._best_fid: float | None = None
+        self._best_step: int | None = None
+
+    def continue_best(self, fid: float, step: int) -> None:
+        """A resumed run: the best FID so far (from the run directory's metrics.csv up to the
+        resumed step), so ``fid/best`` and ``fid/best_step`` keep counting from it."""
+        self._best_fid, self._best_step = float(fid), int(step)
 
     @property
     def experiment(self):
@@ -126,9 +133,9 @@ class NcsnWandbLogger(WandbLogger):
         if fid is not None:
             fid = float(fid)
             if self._best_fid is None or fid < self._best_fid:
-                self._best_fid = fid
-                metrics[BEST_FID_STEP_KEY] = step
+                self._best_fid, self._best_step = fid, step
             metrics[BEST_FID_KEY] = self._best_fid
+            metrics[BEST_FID_STEP_KEY] = self._best_step
         super().log_metrics(metrics, step)
 
     def log_image(self, key, images, step=None, **kwargs):

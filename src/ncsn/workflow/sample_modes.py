@@ -1,4 +1,4 @@
-"""sample.py's modes, one registry with one signature: ``MODES[name].run(ctx) -> dict``.
+"""sample.py's modes, one table with one signature: ``MODES[name].run(ctx) -> dict``.
 
 Each mode writes its documented files into ``ctx.out_dir`` and returns the numbers for
 results.json. Every mode uses the configured sampler (``Sampler``: its kind, initial state,

@@ -25,7 +25,7 @@ from ..figures import save_samples_figure, toy_figure
 from ..sampling import dataset_mean
 from ..speed import to_channels_last
 from ..training.checkpoint_io import AtomicCheckpointIO
-from ..training.loggers import log_run_end, trim_metrics
+from ..training.loggers import NcsnWandbLogger, log_run_end, trim_metrics
 from ..training.resume import PROGRESS_KEY
 from ..training.score_model import NonFiniteLossError, ScoreModel
 from .build import (
@@ -177,6 +177,10 @@ def build_trainer(cfg: DictConfig, run: Run) -> L.Trainer:
             callbacks.append(instantiate(node, **extra))
     _, group, name = hydra_job_info()
     loggers = build_loggers(cfg, group, name)
+    best = best_metric(run.run_dir / "metrics.csv")  # a resume: the rows up to its step (take_run_dir)
+    for logger in loggers:
+        if best and isinstance(logger, NcsnWandbLogger):
+            logger.continue_best(best["fid/best"], best["fid/best_step"])
     with user_errors("trainer"):
         trainer = instantiate(
             cfg.trainer,
