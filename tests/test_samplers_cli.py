@@ -156,3 +156,27 @@ def test_continuous_sigma_training_then_ode_between_the_levels(tmp_path):
     res = _sample(run_dir / "checkpoints" / "last.ckpt", out, "sampler.n_samples=4")
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["nfe"] == 2 * (15 - 1) + 1
+
+
+def test_sample_py_kind_change_starts_from_the_new_kinds_settings():
+    """sample.py's null = the training run's value; a new kind first takes its own yaml's
+    settings, so an ode-trained run can be sampled with annealed Langevin (num_steps back to null)
+    and an annealed-trained run gets ode's rho 7 and pc's snr; the training's step_lr etc. stay."""
+    from omegaconf import OmegaConf
+
+    from ncsn.workflow.build import build_sampler
+    from ncsn.workflow.sample import merged_sampler_cfg
+
+    base = OmegaConf.load(ROOT / "conf" / "sampler" / "annealed.yaml")
+    trained_ode = OmegaConf.merge(base, {"kind": "ode", "num_steps": 11, "rho": 7.0, "step_lr": 9.7e-6})
+    cfg = merged_sampler_cfg(OmegaConf.create({"sampler": trained_ode}), OmegaConf.create({"kind": "annealed"}))
+    assert cfg.kind == "annealed" and cfg.num_steps is None and cfg.rho is None and cfg.step_lr == 9.7e-6
+    build_sampler(cfg)  # valid (num_steps=11 was refused for annealed before)
+
+    trained = OmegaConf.create({"sampler": OmegaConf.merge(base, {"step_lr": 1.2e-5, "n_samples": 100})})
+    ode = merged_sampler_cfg(trained, OmegaConf.create({"kind": "ode", "num_steps": 6}))
+    assert ode.rho == 7.0 and ode.num_steps == 6 and ode.denoise is True and ode.n_samples == 100
+    cas = merged_sampler_cfg(trained, OmegaConf.create({"kind": "cas"}))
+    assert cas.step_lr == 5e-5  # cas.yaml's eps, not the annealed run's 1.2e-5
+    same = merged_sampler_cfg(trained, OmegaConf.create({"kind": "annealed", "n_steps_each": 5, "rho": None}))
+    assert same.step_lr == 1.2e-5 and same.n_steps_each == 5

@@ -66,12 +66,14 @@ def check_targets(cfg: DictConfig, prefix: str = "") -> None:
 
 
 SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything feeds
+#: conf/ beside the package (a source checkout; absent from an installed copy)
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 
 def known_top_level_keys(config_name: str) -> set[str] | None:
     """The top-level keys of conf/<config_name> and of the groups in its defaults list (None when
     conf/ is not beside the package, e.g. an installed copy: then the check is skipped)."""
-    path = Path(__file__).resolve().parents[3] / "conf" / config_name
+    path = CONF_DIR / config_name
     if not path.is_file():
         return None
     main = OmegaConf.load(path)

@@ -13,11 +13,10 @@ from omegaconf import DictConfig, OmegaConf
 from ..checks import is_int, is_number
 from ..nets.reference import ReferenceFormatError, ReferenceStates, read_states
 from .checkpoints import load_weights_only
-from .config import ConfigError, validate_train
+from .config import CONF_DIR, ConfigError, validate_train
 
 REFERENCES = ("ncsn", "ncsnv2")
 LAYOUTS = {"ncsn": "[model, optimizer]", "ncsnv2": "[model, optimizer, epoch, step(, ema)]"}
-CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 #: (reference family, data.dataset of the .yml) -> this repository's paper experiment
 EXPERIMENTS = {

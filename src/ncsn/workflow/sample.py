@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..speed import NNPACKConv2d, nnpack_convs
 from .build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data
 from .checkpoints import check_architecture, load_checkpoint, net_state_dict
-from .config import ConfigError, atomic_write_text, validate_sample, validate_sigmas, write_hydra_record
+from .config import CONF_DIR, ConfigError, atomic_write_text, validate_sample, validate_sigmas, write_hydra_record
 from .reference import reference_checkpoint
 from .sample_modes import ModeContext, check_mode
 
@@ -39,10 +39,28 @@ def load_run(ckpt_path: str, device: str = "cpu", ckpt: dict | None = None):
     return train_cfg, net.to(device).eval(), datamodule
 
 
+def kind_settings(kind: str) -> dict:
+    """The keys ``conf/sampler/<kind>.yaml`` sets on top of annealed.yaml (which every kind builds
+    on), plus the grid keys ``num_steps``/``rho``: what a change of kind at sampling time starts
+    from ({} without conf/, e.g. an installed copy)."""
+    path = CONF_DIR / "sampler" / f"{kind}.yaml"
+    if not path.is_file():
+        return {}
+    base = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sampler" / "annealed.yaml"))
+    own = OmegaConf.to_container(OmegaConf.load(path)) if kind != "annealed" else {"kind": kind}
+    own.pop("defaults", None)
+    return {"num_steps": base["num_steps"], "rho": base["rho"], **own}
+
+
 def merged_sampler_cfg(train_cfg: DictConfig, overrides: DictConfig) -> DictConfig:
-    """The training run's sampler settings, with every non-null key of sample.py's ``sampler``."""
+    """The training run's sampler settings, with every non-null key of sample.py's ``sampler``.
+    When ``sampler.kind`` changes, the new kind's own settings (``kind_settings``: e.g. ode's
+    rho 7, pc's snr, cas's step_lr; no grid for annealed) replace the training run's first."""
     cfg = OmegaConf.to_container(train_cfg.sampler, resolve=True)
-    cfg.update({k: v for k, v in OmegaConf.to_container(overrides, resolve=True).items() if v is not None})
+    given = {k: v for k, v in OmegaConf.to_container(overrides, resolve=True).items() if v is not None}
+    if given.get("kind", cfg.get("kind")) != cfg.get("kind"):
+        cfg.update(kind_settings(given["kind"]))
+    cfg.update(given)
     return OmegaConf.create(cfg)
 
 
