@@ -134,17 +134,15 @@ def test_fid_on_two_gloo_processes_equals_one_process(tiny_ckpt, tmp_path):
     assert abs(two["fid"] - one["fid"]) <= 1e-4 * max(1.0, abs(one["fid"])), (one["fid"], two["fid"])
 
 
-def test_continuous_sigma_training_then_ode_between_the_levels(tmp_path):
-    """loss.sigma_sampling=continuous trains a sigma-conditioned net on log-uniform sigmas; the ODE
-    sampler then visits more sigmas than the training levels (refused for level-conditioned nets)."""
+def test_digits_fast_trains_continuous_sigmas_then_samples_between_the_levels(tmp_path):
+    """experiment=digits_fast (sigma-conditioned net, loss.sigma_sampling=continuous, sigmas=auto,
+    ode on 5 sigmas) through the CLI at tiny size; then sample.py visits more sigmas than the
+    training levels (refused for level-conditioned nets) and, changing the kind, annealed Langevin."""
     run_dir = tmp_path / "run"
     res = run_cli(
         "train.py",
+        "experiment=digits_fast",
         *TINY_DIGITS,
-        "model.conditioning=sigma",
-        "loss.sigma_sampling=continuous",
-        "sampler=ode",
-        "sampler.num_steps=15",
         "fid=none",
         "callbacks.best=null",
         f"hydra.run.dir={run_dir}",
@@ -152,10 +150,17 @@ def test_continuous_sigma_training_then_ode_between_the_levels(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((run_dir / "results.json").read_text())
     assert results["status"] == "finished" and np.isfinite(results["train/loss"])
+    assert results["sample/nfe"] == 2 * (5 - 1) + 1
+    levels = int(results["noise_design/num_scales"])
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
     out = tmp_path / "ode"
-    res = _sample(run_dir / "checkpoints" / "last.ckpt", out, "sampler.n_samples=4")
+    res = _sample(ckpt, out, "sampler.n_samples=4", f"sampler.num_steps={levels + 8}")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads((out / "results.json").read_text())["nfe"] == 2 * (15 - 1) + 1
+    assert json.loads((out / "results.json").read_text())["nfe"] == 2 * (levels + 8 - 1) + 1
+    out = tmp_path / "annealed"
+    res = _sample(ckpt, out, "sampler.n_samples=4", "sampler.kind=annealed", "sampler.n_steps_each=2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["nfe"] == 2 * levels + 1
 
 
 def test_sample_py_kind_change_starts_from_the_new_kinds_settings():
