@@ -5,8 +5,9 @@
     python train.py -m sweep=num_scales     # a named ablation (one run directory per job)
 
 All keys: conf/ (README "Configuration"). Exit status: 0 done (or preempted by SIGTERM: rerun to
-resume), 2 bad config/data/checkpoint or run directory in use, 3 diverged (non-finite loss, or
-more than loss.max_skipped skipped batches), 130 interrupted (Ctrl-C).
+resume; under -m the sweep stops at that job, rerun with the same hydra.sweep.dir), 2 bad
+config/data/checkpoint or run directory in use, 3 diverged (non-finite loss, or more than
+loss.max_skipped skipped batches), 130 interrupted (Ctrl-C).
 """
 
 import sys

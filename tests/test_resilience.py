@@ -272,6 +272,49 @@ AtomicCheckpointIO().save_checkpoint({{"step": 2, "w": torch.zeros(1000, 1000), 
     assert torch.load(target, weights_only=True)["step"] == 1
 
 
+def test_sigterm_stops_a_multirun_at_the_preempted_job_and_the_sweep_resumes(tmp_path):
+    """SIGTERM during job 0 of a 2-job sweep: the process exits 0 without starting job 1; the same
+    command with the same hydra.sweep.dir resumes job 0 from its checkpoint and runs job 1."""
+    sweep = tmp_path / "sweep"
+
+    def command(max_steps):
+        return [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-m",
+            *TOY,
+            f"trainer.max_steps={max_steps}",
+            "data.n_train=4096",
+            "callbacks.checkpoint.every_n_train_steps=100000",
+            "seed=1,2",
+            f"hydra.sweep.dir={sweep}",
+        ]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
+    proc = subprocess.Popen(command(100000), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        metrics = sweep / "0" / "metrics.csv"
+        deadline = time.time() + 300
+        while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
+            time.sleep(0.5)
+        assert metrics.exists(), "training did not start"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+    finally:
+        if proc.poll() is None:  # still running (e.g. it went on to the next job): do not leave it behind
+            proc.kill()
+            proc.wait()
+    assert json.loads((sweep / "0" / "results.json").read_text())["status"] == "preempted"
+    assert not (sweep / "1").exists()  # the sweep stopped at the preempted job
+    step = torch.load(sweep / "0" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    res = subprocess.run(command(step + 8), env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    for job in ("0", "1"):
+        results = json.loads((sweep / job / "results.json").read_text())
+        assert results["status"] == "finished" and results["global_step"] == step + 8
+    assert metric_steps(sweep / "0", "train/loss") == list(range(OFF, step + 8 + OFF))  # resumed, not restarted
+
+
 def test_sigterm_saves_checkpoint_and_exits_zero_then_resumes(tmp_path):
     run_dir = tmp_path / "run"
     args = [

@@ -84,7 +84,10 @@ def test_modes_honour_the_kind(mode, tiny_ckpt, tmp_path):
             ["sampler.kind=ode", "sampler.num_steps=20"],
             "error: sampler.num_steps=20 is invalid: must be between 2 and 10",
         ),
-        (["sampler.kind=cas"], "error: sampler.step_lr=1.2e-05 is invalid for kind=cas on this grid"),
+        (
+            ["sampler.kind=cas", "sampler.step_lr=1.2e-5"],
+            "error: sampler.step_lr=1.2e-05 is invalid for kind=cas on this grid",
+        ),
         (["sampler.kind=annealed", "sampler.num_steps=4"], "error: sampler.num_steps=4 is invalid for kind=annealed"),
     ],
 )

@@ -121,12 +121,16 @@ class TrialFailed(RuntimeError):
 def finish_job(script: str, cfg, code: int, results: dict, run_dir: str | Path) -> float | None:
     """The end of ``train.py`` / ``sample.py``'s ``main``: print the summary (the process that
     holds the results: rank 0), then exit with ``code`` when it is not 0 (inside an Optuna sweep:
-    raise ``TrialFailed``), else return the sweep objective (``cfg.objective``, a key of
-    results.json) to Hydra."""
+    raise ``TrialFailed``), exit 0 after a SIGTERM (``preempted``: a sweep stops there too), else
+    return the sweep objective (``cfg.objective``, a key of results.json) to Hydra."""
     import sys
 
     if results:
         print_run_summary(script, run_dir, results)
+    if results.get("status") == "preempted":
+        # SIGTERM (a cluster's preemption) stops the process, not only this job: under -m Hydra
+        # would otherwise start the next job of the sweep. Exit 0: rerun the same command to resume
+        sys.exit(0)
     optuna = in_optuna_sweep()
     if code:
         if optuna:
