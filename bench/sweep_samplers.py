@@ -44,7 +44,8 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     for row in args.rows:
         overrides = dict(kv.split("=", 1) for kv in row.split())
-        sampler_cfg = merged_sampler_cfg(train_cfg, OmegaConf.create({k: _value(v) for k, v in overrides.items()}))
+        given = OmegaConf.create({k: _value(v) for k, v in overrides.items()})
+        sampler_cfg = merged_sampler_cfg(train_cfg, given, explicit=set(overrides))  # a row's null is meant
         sampler = build_sampler(sampler_cfg)
         ctx = ModeContext(cfg, train_cfg, net, datamodule, sampler, out.parent, "cpu")
         start = time.perf_counter()

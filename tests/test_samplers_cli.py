@@ -188,3 +188,23 @@ def test_sample_py_kind_change_starts_from_the_new_kinds_settings():
     assert cas.step_lr == 5e-5  # cas.yaml's eps, not the annealed run's 1.2e-5
     same = merged_sampler_cfg(trained, OmegaConf.create({"kind": "annealed", "n_steps_each": 5, "rho": None}))
     assert same.step_lr == 1.2e-5 and same.n_steps_each == 5
+
+
+def test_a_null_written_on_the_sample_py_command_line_is_meant(tiny_ckpt, tmp_path):
+    """sampler.rho=null on the command line sets null (geometric), where an unwritten key keeps the
+    training run's (or the new kind's) value; the run's .hydra/config.yaml records what was used."""
+    from omegaconf import OmegaConf
+
+    from ncsn.workflow.sample import merged_sampler_cfg
+
+    trained = OmegaConf.create({"sampler": {"kind": "ode", "rho": 7.0, "autocast": "bf16", "num_steps": 5}})
+    given = OmegaConf.create({"rho": None, "autocast": None, "num_steps": None})
+    kept = merged_sampler_cfg(trained, given)
+    assert kept.rho == 7.0 and kept.autocast == "bf16" and kept.num_steps == 5
+    meant = merged_sampler_cfg(trained, given, explicit={"rho", "autocast"})
+    assert meant.rho is None and meant.autocast is None and meant.num_steps == 5
+
+    res = _sample(tiny_ckpt, tmp_path, "sampler.kind=ode", "sampler.rho=null", "sampler.n_samples=4")
+    assert res.returncode == 0, res.stderr[-2000:]
+    used = OmegaConf.load(tmp_path / ".hydra" / "config.yaml").sampler
+    assert used.kind == "ode" and used.rho is None

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from ..speed import NNPACKConv2d, nnpack_convs
@@ -52,16 +53,27 @@ def kind_settings(kind: str) -> dict:
     return {"num_steps": base["num_steps"], "rho": base["rho"], **own}
 
 
-def merged_sampler_cfg(train_cfg: DictConfig, overrides: DictConfig) -> DictConfig:
-    """The training run's sampler settings, with every non-null key of sample.py's ``sampler``.
-    When ``sampler.kind`` changes, the new kind's own settings (``kind_settings``: e.g. ode's
-    rho 7, pc's snr, cas's step_lr; no grid for annealed) replace the training run's first."""
+def merged_sampler_cfg(train_cfg: DictConfig, overrides: DictConfig, explicit=()) -> DictConfig:
+    """The training run's sampler settings, with every non-null key of sample.py's ``sampler``
+    and every key in ``explicit`` (written on the command line: there ``sampler.rho=null`` means
+    null). When ``sampler.kind`` changes, the new kind's own settings (``kind_settings``: e.g.
+    ode's rho 7, pc's snr, cas's step_lr; no grid for annealed) replace the training run's first."""
     cfg = OmegaConf.to_container(train_cfg.sampler, resolve=True)
-    given = {k: v for k, v in OmegaConf.to_container(overrides, resolve=True).items() if v is not None}
+    given = OmegaConf.to_container(overrides, resolve=True)
+    given = {k: v for k, v in given.items() if v is not None or k in explicit}
     if given.get("kind", cfg.get("kind")) != cfg.get("kind"):
         cfg.update(kind_settings(given["kind"]))
     cfg.update(given)
     return OmegaConf.create(cfg)
+
+
+def command_line_keys(prefix: str) -> set[str]:
+    """The keys under ``prefix`` that this Hydra job's command line sets (e.g. ``sampler.rho=null``
+    -> ``rho``); empty outside Hydra."""
+    if not HydraConfig.initialized():
+        return set()
+    keys = (o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task)
+    return {k[len(prefix) + 1 :] for k in keys if k.startswith(prefix + ".")}
 
 
 def resolve_device(device: str) -> str:
@@ -98,7 +110,7 @@ def sample(cfg: DictConfig) -> dict:
     train_cfg, net, datamodule = load_run(cfg.ckpt_path, device, reference_checkpoint(cfg))
     if cfg.nnpack:
         nnpack_convs(net)  # CPU fp32 only (a no-op elsewhere); same weights, Winograd 3x3 convs
-    sampler_cfg = merged_sampler_cfg(train_cfg, cfg.sampler)
+    sampler_cfg = merged_sampler_cfg(train_cfg, cfg.sampler, command_line_keys("sampler"))
     sampler = build_sampler(sampler_cfg)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)
