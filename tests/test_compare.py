@@ -165,6 +165,21 @@ def test_cli_writes_report_with_groups_grids_and_plots(sweep, tmp_path, capsys):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_python_dash_m_ncsn_compare_runs_the_package_cli(sweep, tmp_path):
+    """``python -m ncsn.compare`` (the package's __main__) writes the report and exits 0; a path that
+    is not a directory is one usage error, exit 2."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "report"
+    cmd = [sys.executable, "-m", "ncsn.compare"]
+    res = subprocess.run([*cmd, str(sweep), "--out", str(out)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / "compare.md").read_text() in res.stdout
+    res = subprocess.run([*cmd, str(tmp_path / "nope")], capture_output=True, text=True)
+    assert res.returncode == 2 and "is not a directory" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_default_out_is_sweep_dir_and_broken_jobs_do_not_crash(sweep, capsys):
     (sweep / "4" / ".hydra").mkdir(parents=True)
     (sweep / "4" / ".hydra" / "config.yaml").write_text("seed: [unclosed\n")

@@ -69,8 +69,8 @@ class ScoreModel(L.LightningModule):
             raise ValueError(f"sigma_sampling={sigma_sampling!r} must be one of {SIGMA_SAMPLING}")
         if sigma_sampling == "continuous" and not getattr(net, "continuous", False):
             raise ValueError(
-                "sigma_sampling='continuous' needs a network that takes any sigma "
-                "(model=ncsnv2, or model.conditioning=sigma or none); this one is conditioned on level indices"
+                "loss.sigma_sampling='continuous' is invalid for this model: it is conditioned on level indices "
+                "(use model=ncsnv2, or model.conditioning=sigma or none for mlp / small_conv)"
             )
         self.continuous = sigma_sampling == "continuous"
         self.on_nonfinite = on_nonfinite
@@ -170,7 +170,7 @@ class ScoreModel(L.LightningModule):
                 f"offending noise level indices {bad} (sigma {sig})"
             )
             if self.on_nonfinite == "raise":
-                raise NonFiniteLossError(msg + ". Set on_nonfinite=skip to skip such batches.")
+                raise NonFiniteLossError(msg + ". Set loss.on_nonfinite=skip to skip such batches.")
             self.skipped_batches += 1
             self.log("train/skipped_batches", self.skipped_batches.float(), on_step=True)
             if self.max_skipped is not None and int(self.skipped_batches) > self.max_skipped:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 
 import torch
 from hydra.errors import InstantiationException
@@ -32,8 +33,10 @@ def user_errors(what: str):
 
 
 def _prefixed(what: str, error: BaseException) -> str:
+    """The message, prefixed with ``what`` unless it already names a config key (``group.key=``)."""
     msg = str(error)
-    return msg if msg.startswith(what.split(".")[0]) else f"{what}: {msg}"
+    names_a_key = re.match(r"[a-z_]+(\.[A-Za-z_]\w*)+=", msg) is not None
+    return msg if msg.startswith(what.split(".")[0]) or names_a_key else f"{what}: {msg}"
 
 
 def build_sigmas(cfg: DictConfig) -> torch.Tensor:

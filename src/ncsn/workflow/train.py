@@ -147,12 +147,7 @@ def prepare_run(cfg: DictConfig) -> Run:
     run_dir = Path(cfg.paths.run_dir)
     ckpt_path = resolve_resume(cfg.ckpt_path, run_dir, net)
     fid = build_training_fid(cfg, datamodule)
-    if cfg.loss.sigma_sampling == "continuous" and not getattr(net, "continuous", False):
-        raise ConfigError(
-            "loss.sigma_sampling='continuous' is invalid for this model: it is conditioned on level indices "
-            "(use model=ncsnv2, or model.conditioning=sigma or none for mlp / small_conv)"
-        )
-    with user_errors("optim"):
+    with user_errors("optim"):  # ScoreModel takes optim.* and loss.*; its messages name the key
         model = ScoreModel(
             net,
             **cfg.optim,
