@@ -11,7 +11,7 @@ from ncsn.losses import dsm_loss
 from ncsn.nets.mlp import ConditionalMLP
 from ncsn.nets.ncsnv2 import NCSNv2
 from ncsn.nets.small_conv import SmallConvScoreNet
-from ncsn.sampling import KINDS, Sampler, annealed_langevin, heun_path, karras_sigmas, noise_grid
+from ncsn.sampling import KINDS, Sampler, annealed_langevin, heun_path, karras_sigmas, langevin, noise_grid
 from ncsn.sampling.inpainting import annealed_langevin_inpaint, make_mask
 from ncsn.sampling.interpolation import interpolate, sample_from_seed
 from ncsn.sampling.seeds import SampleNoise, mix64
@@ -36,19 +36,27 @@ def _golden_small_conv():
 
 
 # -- the package refactor alone changed nothing ----------------------------------------------
-def test_refactor_kept_the_generator_path_bit_for_bit():
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+GOLDEN_RTOL = 1e-5  # relative max difference allowed against a recording from another CPU (README)
+
+
+def test_refactor_kept_the_generator_path():
     """Recorded with the single-module sampler before the package refactor (one torch.Generator
     for the whole batch, batches of 3; re-recorded with ``fill_weights`` weights from code that
     matched that first recording bit for bit): Sampler (annealed, langevin) and inpainting are
-    unchanged."""
+    unchanged up to the last bits that library math computes differently on another processor
+    (measured: 1.6e-7 relative between an AMD EPYC and an Intel Xeon)."""
     old = torch.load(GOLDEN / "sampler_refactor.pt", weights_only=True)
     sigmas, net = _golden_small_conv()
     for kind in ("annealed", "langevin"):
         s = Sampler(kind=kind, step_lr=2e-5, n_steps_each=3, n_samples=7, batch_size=3, denoise=True)
         r = s(net, sigmas, (1, 8, 8), torch.Generator().manual_seed(11), progress=False, keep_frames=True)
-        assert torch.equal(r.samples, old[f"{kind}/samples"])
-        assert torch.equal(r.before_denoise, old[f"{kind}/before"])
-        assert torch.equal(torch.stack(r.frames), old[f"{kind}/frames"])
+        assert _rel(r.samples, old[f"{kind}/samples"]) <= GOLDEN_RTOL
+        assert _rel(r.before_denoise, old[f"{kind}/before"]) <= GOLDEN_RTOL
+        assert _rel(torch.stack(r.frames), old[f"{kind}/frames"]) <= GOLDEN_RTOL
     ref = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     for renoise in ("level", "step"):
         g = torch.Generator().manual_seed(3)
@@ -56,8 +64,35 @@ def test_refactor_kept_the_generator_path_bit_for_bit():
         r = annealed_langevin_inpaint(
             net, x0, ref, make_mask("right_half", (1, 8, 8)), sigmas, 2e-5, 3, renoise, True, g, progress=False
         )
-        assert torch.equal(r.samples, old[f"inpaint_{renoise}/samples"])
-        assert torch.equal(r.before_denoise, old[f"inpaint_{renoise}/before"])
+        assert _rel(r.samples, old[f"inpaint_{renoise}/samples"]) <= GOLDEN_RTOL
+        assert _rel(r.before_denoise, old[f"inpaint_{renoise}/before"]) <= GOLDEN_RTOL
+
+
+def test_generator_path_equals_the_plain_loops_bit_for_bit():
+    """Two paths computed here, on this machine: ``Sampler`` called with one generator (batches of
+    3, 3, 1) gives exactly what the plain functions give when called batch by batch on the same
+    stream (initial state first, then each step's noise). Bit-exact is safe here: both paths run
+    the same kernels on the same batch shapes in one process."""
+    sigmas, net = _golden_small_conv()
+    for kind in ("annealed", "langevin"):
+        s = Sampler(kind=kind, step_lr=2e-5, n_steps_each=3, n_samples=7, batch_size=3, denoise=True)
+        r = s(net, sigmas, (1, 8, 8), torch.Generator().manual_seed(11), progress=False, keep_frames=True)
+        g = torch.Generator().manual_seed(11)
+        parts = []
+        for b in (3, 3, 1):
+            x0 = torch.rand((b, 1, 8, 8), generator=g)
+            if kind == "annealed":
+                parts.append(annealed_langevin(net, x0, sigmas, 2e-5, 3, True, g, keep_frames=True, progress=False))
+            else:
+                parts.append(
+                    langevin(net, x0, len(sigmas) - 1, 2e-5, 3 * len(sigmas), g, True, frame_every=3, progress=False)
+                )
+        assert torch.equal(r.samples, torch.cat([p.samples for p in parts]))
+        assert torch.equal(r.before_denoise, torch.cat([p.before_denoise for p in parts]))
+        frames = [torch.cat(f) for f in zip(*(p.frames for p in parts))]
+        assert torch.equal(torch.stack(r.frames), torch.stack(frames))
+        if kind == "annealed":  # the denoising step ran, so the two outputs differ
+            assert not torch.equal(r.samples, r.before_denoise)
 
 
 # -- per-sample seeds ------------------------------------------------------------------------

@@ -5,7 +5,11 @@ networks. Order convention (the reference code's): index 0 holds the *largest* s
 index L-1 the smallest, so ``level_index`` i in the code is sigma_{i+1} in the papers.
 
 NCSN (Song & Ermon 2019, Sec. 4.2) uses a geometric sequence; the linear sequence is offered
-for ablations. Values are computed in float64 and only cast where they are used.
+for ablations. Values are computed element by element with Python's float arithmetic and
+``math`` (IEEE-754 double; the C library's exp/log), not with vectorised tensor kernels, whose
+results differ in the last bit between processors (MKL's exp takes another code path on an
+AVX-512 Intel CPU than on an AVX2 AMD one). So every machine gets the same float64 levels; they
+are cast only where they are used.
 """
 
 from __future__ import annotations
@@ -35,7 +39,15 @@ def make_sigmas(kind: str, sigma_begin: float, sigma_end: float, num_scales: int
         raise ValueError(f"sigmas.sigma_begin={sigma_begin} must be > sigmas.sigma_end={sigma_end} (index 0 = largest)")
     if num_scales == 1:
         return torch.tensor([float(sigma_end)], dtype=torch.float64)
-    t = torch.linspace(0.0, 1.0, num_scales, dtype=torch.float64)
     if kind == "geometric":
-        return torch.exp(math.log(sigma_begin) + t * (math.log(sigma_end) - math.log(sigma_begin)))
-    return sigma_begin + t * (sigma_end - sigma_begin)
+        return torch.tensor(geometric_sigmas(sigma_begin, sigma_end, num_scales), dtype=torch.float64)
+    span = sigma_end - sigma_begin
+    return torch.tensor([sigma_begin + i / (num_scales - 1) * span for i in range(num_scales)], dtype=torch.float64)
+
+
+def geometric_sigmas(sigma_max: float, sigma_min: float, num: int) -> list:
+    """``num`` >= 2 log-uniformly spaced floats from ``sigma_max`` down to ``sigma_min``:
+    exp(log sigma_max + i / (num - 1) (log sigma_min - log sigma_max)), i = 0 .. num - 1.
+    The one geometric formula: the training levels and the samplers' sigma grids both use it."""
+    la, lb = math.log(sigma_max), math.log(sigma_min)
+    return [math.exp(la + i / (num - 1) * (lb - la)) for i in range(num)]

@@ -8,10 +8,11 @@ a floating tensor in place of the level indices.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
+
+from ..sigmas import geometric_sigmas
 
 
 class NoiseGrid(NamedTuple):
@@ -33,11 +34,6 @@ def karras_sigmas(sigma_max: float, sigma_min: float, num_steps: int, rho: float
     """Karras et al. 2022, Eq. (5): sigma_i = (smax^(1/rho) + i/(N-1) (smin^(1/rho) - smax^(1/rho)))^rho."""
     a, b = sigma_max ** (1.0 / rho), sigma_min ** (1.0 / rho)
     return [(a + i / (num_steps - 1) * (b - a)) ** rho for i in range(num_steps)]
-
-
-def geometric_sigmas(sigma_max: float, sigma_min: float, num_steps: int) -> list:
-    la, lb = math.log(sigma_max), math.log(sigma_min)
-    return [math.exp(la + i / (num_steps - 1) * (lb - la)) for i in range(num_steps)]
 
 
 def noise_grid(sigmas, num_steps: int | None, rho: float | None, continuous: bool) -> NoiseGrid:
