@@ -53,11 +53,26 @@ BAD = [
     (["fid=none"], "callbacks.best.monitor='fid' needs FID"),
     (["data=cifar10", "data.root=/nonexistent/data", "fid=none", "callbacks.best=null"], "CIFAR-10 data not found"),
     (["data=cifar10", "data.image_size=64", "fid=none", "callbacks.best=null"], "data.image_size=64"),
-    (["experiment=toy_gmm", "sigmas=auto"], "sigmas.kind=auto: "),
+    (["experiment=toy_gmm", "sigmas=auto", "sigmas.num_scales=null"], "sigmas.kind=auto: "),  # 2-D: no technique 2
     (["sigmas=auto", "sigmas.overlap=1.5"], "sigmas.overlap=1.5 is invalid"),
     (
         ["data.batch_size=127", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn"],
         "data.batch_size=127 is invalid: must be divisible by the number of processes (2",
+    ),
+    # sizes that cannot fit: refused before the levels, the network or a batch are allocated
+    (["sigmas.num_scales=1000000000"], "sigmas.num_scales=1000000000 is invalid: the run needs at least"),
+    (["data.batch_size=100000000000"], "data.batch_size=100000000000 is invalid: the run needs at least"),
+    # a batch larger than the training set (1,600 digits) would never make a step
+    (["data.batch_size=5000"], "data.batch_size=5000 is invalid: must be at most the training set's 1600 examples"),
+    (
+        ["data.batch_size=1700", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn"],
+        "data.batch_size=1700 is invalid: must be at most the training set's 1600 examples; each of the 2 processes "
+        "takes 850 of its 800",
+    ),
+    # samples come after a validation: the rule holds with FID off too
+    (
+        ["fid=none", "callbacks.best=null", "callbacks.samples.every_n_epochs=15"],
+        "callbacks.samples.every_n_epochs=15 is invalid: must be a multiple of trainer.check_val_every_n_epoch=25",
     ),
 ]
 
@@ -76,6 +91,34 @@ def test_bad_input_is_refused_before_any_work(overrides, message, tmp_path, caps
     assert err.startswith("error: ") and message in err, err
     assert len(err.strip().splitlines()) == 1  # one line, no traceback
     assert not run_dir.exists() or not any(run_dir.iterdir())  # nothing written
+
+
+def test_sample_interval_rule_is_the_callbacks_own_check(tmp_path):
+    """The pre-flight refusal and SampleCallback.setup apply one rule (samples_interval_error)."""
+    import lightning as L
+
+    from ncsn.training.callbacks import SampleCallback, samples_interval_error
+
+    assert samples_interval_error(50, 25) is None and samples_interval_error(7, None) is None
+    message = samples_interval_error(15, 25)
+    assert message.startswith("callbacks.samples.every_n_epochs=15 is invalid")
+    trainer = L.Trainer(check_val_every_n_epoch=25, logger=False, enable_checkpointing=False)
+    with pytest.raises(ValueError) as e:
+        SampleCallback(sampler=None, out_dir=str(tmp_path), every_n_epochs=15).setup(trainer, None, "fit")
+    assert str(e.value) == message
+    SampleCallback(sampler=None, out_dir=str(tmp_path), every_n_epochs=50).setup(trainer, None, "fit")
+
+
+def test_memory_estimate_counts_the_per_level_parameters():
+    """A level-conditioned network (NCSN's conditional norms) grows with num_scales; NCSNv2's does not."""
+    from ncsn.workflow.resources import BYTES_PER_LEVEL, parameter_counts
+
+    for model, grows in (("ncsn", True), ("ncsnv2", False)):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            cfg = compose("train", overrides=[f"model={model}"])
+        base, per_level = parameter_counts(cfg.model, 10)
+        assert base > 1_000_000 and (per_level > 0) == grows, (model, base, per_level)
+    assert BYTES_PER_LEVEL >= 8  # at least the float64 level itself
 
 
 def test_missing_inception_weights_stop_at_startup(tmp_path, capsys, monkeypatch):

@@ -197,6 +197,8 @@ def test_sample_modes_write_their_documented_files(mode, extra, files, tiny_digi
     assert res.returncode == 0, res.stderr[-3000:]
     for name in files:
         assert (out / name).is_file(), name
+        if name.endswith((".png", ".gif")):  # 8 x 8 digits enlarged so a person can read them
+            assert min(Image.open(out / name).size) >= 300, name
     results = json.loads((out / "results.json").read_text())
     assert results["mode"] == mode and results["status"] == "finished"
     if mode == "fid":

@@ -166,8 +166,8 @@ def test_cli_writes_report_with_groups_grids_and_plots(sweep, tmp_path, capsys):
 
 
 def test_python_dash_m_ncsn_compare_runs_the_package_cli(sweep, tmp_path):
-    """``python -m ncsn.compare`` (the package's __main__) writes the report and exits 0; a path that
-    is not a directory is one usage error, exit 2."""
+    """``python -m ncsn.compare`` (the package's __main__) writes the report and exits 0; a missing
+    or empty sweep directory is one ``error:`` line, exit 2."""
     import subprocess
     import sys
 
@@ -176,8 +176,12 @@ def test_python_dash_m_ncsn_compare_runs_the_package_cli(sweep, tmp_path):
     res = subprocess.run([*cmd, str(sweep), "--out", str(out)], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr[-2000:]
     assert (out / "compare.md").read_text() in res.stdout
-    res = subprocess.run([*cmd, str(tmp_path / "nope")], capture_output=True, text=True)
-    assert res.returncode == 2 and "is not a directory" in res.stderr and "Traceback" not in res.stderr
+    (tmp_path / "empty").mkdir()
+    for bad, message in ((tmp_path / "nope", "does not exist"), (tmp_path / "empty", "no job directories")):
+        res = subprocess.run([*cmd, str(bad)], capture_output=True, text=True)
+        assert res.returncode == 2 and res.stdout == "", res.stderr
+        assert res.stderr.startswith("error: ") and len(res.stderr.splitlines()) == 1, res.stderr
+        assert str(bad) in res.stderr and message in res.stderr
 
 
 def test_default_out_is_sweep_dir_and_broken_jobs_do_not_crash(sweep, capsys):
@@ -194,8 +198,41 @@ def test_default_out_is_sweep_dir_and_broken_jobs_do_not_crash(sweep, capsys):
     assert (sweep / "compare.csv").is_file() and (sweep / "compare.png").is_file()
 
 
+def test_jobs_with_an_unreadable_config_are_skipped_not_spilled_into_the_table(sweep, tmp_path):
+    """Through ``python -m ncsn.compare``: a corrupt, non-UTF-8, empty or non-mapping config leaves
+    its job out (listed under "Skipped jobs" with the reason, a warning on stderr); the settings
+    and tables are those of the good jobs. A sweep of only such jobs: exit 2, one line."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "ncsn.compare"]
+    clean = compare(sweep)
+    bad = {"4": b"seed: [unclosed\n", "5": b"\xff\xfe\x00seed: 1\n", "6": b"", "7": b"- 1\n- 2\n"}
+    for name, data in bad.items():
+        (sweep / name / ".hydra").mkdir(parents=True)
+        (sweep / name / ".hydra" / "config.yaml").write_bytes(data)
+        (sweep / name / "results.json").write_text('{"fid": 1.0, "status": "finished"}')
+    res = subprocess.run([*cmd, str(sweep), "--out", str(tmp_path / "r")], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    md = (tmp_path / "r" / "compare.md").read_text()
+    header = "| job | sigmas.num_scales | seed | best fid | best fid step | final fid |"
+    assert header in md and len(md.split("## Every job")[1].split("\n")[2].split("|")) < 20
+    rows = list(csv.reader((tmp_path / "r" / "compare.csv").open()))
+    assert rows[0] == clean.columns and [r[0] for r in rows[1:]] == [r["job"] for r in clean.rows]
+    skipped = md.split("## Skipped jobs")[1]
+    for name, reason in (("4", "ParserError"), ("5", "UnicodeDecodeError"), ("6", "empty"), ("7", "not a mapping")):
+        assert f"- `{name}`: unreadable config (" in skipped and reason in skipped, (name, skipped)
+        assert f"| {name} |" not in md and f"skipped job {name}: unreadable config" in res.stderr
+    only_bad = tmp_path / "only_bad"
+    (only_bad / "4").mkdir(parents=True)
+    (sweep / "4").rename(only_bad / "4")
+    res = subprocess.run([*cmd, str(only_bad)], capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.startswith("error: ") and len(res.stderr.splitlines()) == 1
+    assert "has a readable config" in res.stderr and not (only_bad / "compare.md").exists()
+
+
 def test_empty_and_unfinished_only(tmp_path, capsys):
-    assert main([str(tmp_path)]) == 1
+    assert main([str(tmp_path)]) == 2
     _job(tmp_path, "0", 10, 0, None)
     assert main([str(tmp_path)]) == 0
     assert not (tmp_path / "compare.png").exists()

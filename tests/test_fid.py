@@ -358,3 +358,100 @@ def test_inception_fid_runs_offline_from_hub_cache(tmp_path, monkeypatch):
     fid.update(torch.rand(3, 3, 8, 8), real=True)
     fid.update(torch.rand(2, 1, 8, 8))
     assert fid.num_real == 3 and fid.num_fake == 2
+
+
+# -- KID beside FID: torchmetrics' KernelInceptionDistance on the same features ---------------------
+
+
+def _kid_fid(real: torch.Tensor, **kw) -> FID:
+    fid = FID(Flatten(real.shape[1] * real.shape[2] * real.shape[3]), "flatten-test", **kw)
+    feats = real.flatten(1).double()
+    fid.set_real_stats(feats.mean(0).numpy(), np.cov(feats.numpy(), rowvar=False))
+    fid.set_real_features(feats.float())
+    return fid
+
+
+def test_kid_is_near_zero_for_the_same_features_and_positive_for_shifted_ones():
+    g = torch.Generator().manual_seed(0)
+    real = torch.randn(1000, 1, 2, 2, generator=g) * 2  # spread features: the cubic kernel sees their shape
+    fid = _kid_fid(real, kid_subsets=50, kid_subset_size=200)
+    kids = {}
+    for name, fake in (
+        ("same", real[:400]),  # the real features themselves
+        ("independent", torch.randn(400, 1, 2, 2, generator=g) * 2),  # the same distribution
+        ("shifted", torch.randn(400, 1, 2, 2, generator=g) * 2 + 1),
+        ("collapsed", torch.zeros(400, 1, 2, 2)),  # the real mean: a mode collapse
+    ):
+        fid.reset()
+        fid.update(fake)
+        kids[name] = fid.scores("fid/denoised")
+        assert set(kids[name]) == {"fid/denoised", "kid/denoised", "kid_std/denoised"}
+        assert fid.kid_scores[2] == 200
+    for name in ("same", "independent"):  # unbiased MMD^2: zero within its spread over subsets
+        assert abs(kids[name]["kid/denoised"]) < 2 * kids[name]["kid_std/denoised"], kids[name]
+    for name in ("shifted", "collapsed"):
+        assert kids[name]["kid/denoised"] > 3 * kids[name]["kid_std/denoised"], kids[name]
+    # the FID is what torchmetrics' FID gives (KID changes nothing there); KID is reproducible
+    ref = FrechetInceptionDistance(feature=Flatten(4), normalize=True)
+    ref.update(real, real=True)
+    ref.update(torch.zeros(400, 1, 2, 2), real=False)
+    assert kids["collapsed"]["fid/denoised"] == pytest.approx(float(ref.compute()), rel=1e-6)
+    assert fid.scores("fid/denoised") == kids["collapsed"]
+    fresh = fid.fresh()
+    assert fresh.kid_scores is None and fresh.num_real_features == 1000 and fresh.num_fake == 0
+
+
+def test_kid_subset_size_is_honoured_or_refused():
+    real = torch.rand(50, 1, 2, 2, generator=torch.Generator().manual_seed(1))
+    fid = _kid_fid(real, kid_subsets=5, kid_subset_size=20)
+    fid.update(real[:30])
+    fid.compute()
+    assert fid.kid_scores[2] == 20
+    fid.reset()
+    fid.update(real[:10])
+    with pytest.raises(ValueError, match="fid.kid_subset_size=20 is invalid here: 10 generated images"):
+        fid.compute()
+    with pytest.raises(ValueError, match="fid.kid_subset_size=1"):
+        FID(Flatten(4), "x", kid_subset_size=1)
+
+
+@pytest.mark.slow
+def test_kid_in_the_results_of_training_and_sample_py_mode_fid(tmp_path):
+    import json
+
+    from conftest import TINY_DIGITS, run_cli
+
+    run_dir = tmp_path / "run"
+    cache = f"paths.cache_dir={tmp_path / 'cache'}"
+    res = run_cli(
+        "train.py", *TINY_DIGITS, "fid.classifier_epochs=2", "eval.n_samples=20", cache, f"hydra.run.dir={run_dir}"
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    trained = json.loads((run_dir / "results.json").read_text())
+    assert trained["kid_std"] >= 0 and np.isfinite(trained["kid"])  # the callback's last evaluation
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    out = tmp_path / "fid"
+    res = run_cli(
+        "sample.py", f"ckpt_path={ckpt}", "device=cpu", "mode=fid", "eval.n_samples=20", cache, f"hydra.run.dir={out}"
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    results = json.loads((out / "results.json").read_text())
+    assert np.isfinite(results["kid"]) and results["kid_std"] >= 0 and np.isfinite(results["fid"])
+
+
+def test_fid_bootstrap_interval_holds_the_fid_and_narrows_with_more_samples():
+    g = torch.Generator().manual_seed(2)
+    real = torch.rand(2000, 1, 2, 2, generator=g)
+    widths = {}
+    for n in (100, 1600):
+        fid = _kid_fid(real, kid_subsets=2, ci_bootstraps=200)
+        fid.update(real[:n] * 0.9 + 0.05)
+        out = fid.scores()
+        assert out["fid_ci_low"] < out["fid"] < out["fid_ci_high"]
+        widths[n] = out["fid_ci_high"] - out["fid_ci_low"]
+        assert fid.scores() == out  # fixed seed: the same interval again
+    assert widths[1600] < widths[100] / 2  # ~1/sqrt(N): 16x the samples, ~4x narrower
+    fid.reset()
+    assert fid.fid_ci is None
+    with pytest.raises(ValueError, match="fid.ci_bootstraps=-1"):
+        FID(Flatten(4), "x", ci_bootstraps=-1)

@@ -131,3 +131,24 @@ def test_design_noise_on_small_images():
     assert d["step_lr"] == pytest.approx(step_lr_for(d["gamma"], 0.01, 5))
     # the subset path is seeded
     assert design_noise(x, 0.01, sample_size=10, seed=1) == design_noise(x, 0.01, sample_size=10, seed=1)
+
+
+def test_design_noise_computes_only_what_is_not_given():
+    """Technique 1 only without sigma_begin, technique 2 only without num_scales; step_lr always
+    for the realised ratio; one level has no ratio (gamma, overlap and step_lr are None)."""
+    x = torch.rand(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    auto = design_noise(x, 0.01, sample_size=None)
+    d = design_noise(x, 0.01, sample_size=None, num_scales=4)
+    assert d["sigma_begin"] == auto["sigma_begin"] and d["num_scales"] == 4
+    assert d["gamma"] == pytest.approx((auto["sigma_begin"] / 0.01) ** (1 / 3), rel=1e-12)
+    assert d["step_lr"] == pytest.approx(step_lr_for(d["gamma"], 0.01, 5))
+    d = design_noise(x, 0.01, overlap=0.4, sample_size=None, sigma_begin=2.0)
+    assert d["sigma_begin"] == 2.0 and d["num_scales"] == num_scales_for(2.0, 0.01, gamma_for_overlap(0.4, 64))
+    d = design_noise(x, 0.01, sigma_begin=3.0, num_scales=7)
+    assert (d["sigma_begin"], d["num_scales"]) == (3.0, 7) and d["overlap"] == pytest.approx(overlap_c(d["gamma"], 64))
+    one = design_noise(x, 0.01, num_scales=1)
+    assert one["num_scales"] == 1 and one["gamma"] is None and one["step_lr"] is None
+    with pytest.raises(ValueError, match="num_scales=0"):
+        design_noise(x, 0.01, num_scales=0)
+    with pytest.raises(ValueError, match="sigma_begin=0.005"):
+        design_noise(x, 0.01, sigma_begin=0.005)

@@ -18,6 +18,7 @@ import ncsn.training.score_model
 from ncsn.training.checkpoint_io import AtomicCheckpointIO
 from ncsn.training.loggers import LOGGING_STEP_OFFSET as OFF  # a row's step: the global step after its batch
 from ncsn.workflow.entry import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK, run_entry
+from ncsn.workflow.runlock import LOCK_NAME
 from ncsn.workflow.train import train
 
 # toy runs with 4 batches per epoch, no sampling during training
@@ -374,3 +375,83 @@ def test_speed_keys_train_and_keep_checkpoint_keys(tmp_path):
     plain = tmp_path / "plain"
     assert run_entry(train, compose_train(["trainer.max_steps=4"], plain)) == EXIT_OK
     assert keys == set(torch.load(plain / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+
+
+def _stale_results(run_dir):
+    """A results.json of an earlier run in the directory: a preempted run must replace it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "results.json").write_text(json.dumps({"status": "finished", "global_step": 999}))
+
+
+def test_sigterm_in_the_first_seconds_is_preempted_exit_0_with_honest_results(tmp_path):
+    run_dir = tmp_path / "run"
+    _stale_results(run_dir)
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *TOY, f"hydra.run.dir={run_dir}"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2)  # the interpreter is up; train.py is importing or composing the config
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results == {"status": "preempted", "preempted_in": "start-up", "global_step": 0}
+    assert not (run_dir / "checkpoints").exists() and not (run_dir / LOCK_NAME).exists()
+
+
+def test_sigterm_during_the_final_samples_is_preempted_exit_0_with_honest_results(tmp_path):
+    run_dir = tmp_path / "run"
+    _stale_results(run_dir)
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            *TOY,
+            "trainer.max_steps=2",
+            "sampler.n_steps_each=200000",
+            f"hydra.run.dir={run_dir}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        last = run_dir / "checkpoints" / "last.ckpt"
+        deadline = time.time() + 300
+        while time.time() < deadline and not last.exists() and proc.poll() is None:
+            time.sleep(0.2)
+        assert last.exists(), proc.stderr.read()[-2000:]
+        time.sleep(5)  # fit has ended (last.ckpt is its last write): the final samples are being drawn
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "preempted" and results["preempted_in"] == "final samples", results
+    assert results["global_step"] == 2 and "sample/final_time_s" not in results
+    assert not (run_dir / "samples" / "final.png").exists()
+
+
+def test_sigterm_while_fit_starts_stops_at_the_first_batch_with_a_checkpoint(tmp_path, monkeypatch):
+    """A SIGTERM before Lightning installs its handler (which starts with a clean record) is not
+    lost: fit stops after the first batch, saves last.ckpt, and the run is preempted."""
+    real = ncsn.training.score_model.ScoreModel.on_fit_start
+
+    def on_fit_start(self):  # the moment: inside fit, before its loops and Lightning's handler
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(self)
+
+    monkeypatch.setattr(ncsn.training.score_model.ScoreModel, "on_fit_start", on_fit_start)
+    run_dir = tmp_path / "run"
+    assert run_entry(train, compose_train(["trainer.max_steps=50"], run_dir)) == EXIT_OK
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "preempted" and results["preempted_in"] == "training", results
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the run's handler is gone with it

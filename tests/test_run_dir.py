@@ -265,7 +265,7 @@ def test_a_text_file_as_checkpoint_is_refused_in_one_line(tmp_path, capsys):
     text.write_text("hello world\n")  # torch.load: KeyError
     assert run_entry(train, compose_train([f"ckpt_path={text}"], tmp_path / "run")) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "unreadable or truncated checkpoint" in err and len(err.splitlines()) == 1
+    assert err.startswith("error: ") and "not a checkpoint" in err and len(err.splitlines()) == 1
 
 
 @pytest.mark.slow
@@ -324,3 +324,122 @@ def test_unknown_top_level_key_check_accepts_every_experiment(tmp_path):
         with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
             cfg = compose("train", overrides=[f"experiment={exp}", f"paths.run_dir={tmp_path}"])
         check_top_level_keys(cfg, "train.yaml")
+
+
+# -- the run directory before anything is read or written ------------------------------------
+def _unwritable_cli_prefix():
+    """A command prefix under which the run directory's permissions hold: as root, drop the
+    capabilities that override them (setpriv); as another user, nothing to add."""
+    if os.geteuid() != 0:
+        return []
+    import shutil
+
+    if shutil.which("setpriv") is None:
+        pytest.skip("root without setpriv: permissions cannot be enforced")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+
+
+def test_read_only_run_dir_is_one_line_exit_2_and_untouched(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "note.txt").write_text("keep")
+    run_dir.chmod(0o555)
+    try:
+        res = subprocess.run(
+            [*_unwritable_cli_prefix(), sys.executable, str(ROOT / "train.py"), *TOY, f"hydra.run.dir={run_dir}"],
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        run_dir.chmod(0o755)
+    assert res.returncode == EXIT_BAD_INPUT, res.stderr[-2000:]
+    assert res.stderr.strip().splitlines() == [
+        f"error: run directory {run_dir} is not writable (Permission denied: {run_dir / LOCK_NAME}); "
+        "use another hydra.run.dir"
+    ]
+    assert sorted(os.listdir(run_dir)) == ["note.txt"]
+
+
+def test_a_full_run_dir_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch):
+    """The filesystem's free space (the machine's answer, replaced) below two checkpoints."""
+    import shutil
+
+    import ncsn.workflow.resources as resources
+
+    monkeypatch.setattr(resources.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    run_dir = tmp_path / "run"
+    assert run_entry(train, compose_train([], run_dir)) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: run directory {run_dir} has 1e-06 GB free"), err
+    assert not run_dir.exists()
+
+
+def test_stale_temp_files_of_dead_writers_are_removed_at_start(tmp_path):
+    from ncsn.workflow.runlock import remove_stale_temp_files
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / ".hydra").mkdir()
+    stale = [
+        run_dir / "checkpoints" / f".last.ckpt.tmp{dead.pid}",
+        run_dir / "checkpoints" / f".step0000004.ckpt.tmp{os.getpid()}",
+        run_dir / ".hydra" / f".config.yaml.tmp{dead.pid}",
+        run_dir / f".results.json.tmp{dead.pid}",
+    ]
+    live = run_dir / "checkpoints" / f".last.ckpt.tmp{os.getppid()}"  # a live writer's: kept
+    for p in [*stale, live]:
+        p.write_bytes(b"partial")
+    (run_dir / "checkpoints" / "keep.ckpt").write_bytes(b"x")
+    assert sorted(remove_stale_temp_files(run_dir)) == sorted(stale)
+    assert live.exists() and (run_dir / "checkpoints" / "keep.ckpt").exists()
+    # train.py does it at start, under the lock
+    live.unlink()
+    stale[0].write_bytes(b"partial")
+    assert run_entry(train, compose_train(["trainer.max_steps=2"], run_dir)) == EXIT_OK
+    assert not stale[0].exists()
+
+
+def test_the_lock_is_taken_before_anything_of_the_run_is_read(tmp_path, capsys):
+    """A second writer is told who holds the run, not what it found in the run's files."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"another architecture, or garbage")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, time; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
+            "from ncsn.workflow.runlock import RunLock\n"
+            f"RunLock({str(run_dir)!r}).acquire(); print('held', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert run_entry(train, compose_train([], run_dir)) == EXIT_BAD_INPUT
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"is in use by pid {holder.pid} on host" in err[0], err
+
+
+def test_a_checkpoint_without_the_progress_record_resumes_with_a_warning(tmp_path, caplog):
+    from ncsn.training.resume import PROGRESS_KEY
+
+    run_dir = tmp_path / "run"
+    assert run_entry(train, compose_train(["trainer.max_steps=5"], run_dir)) == EXIT_OK
+    last = run_dir / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, weights_only=True)
+    del ckpt[PROGRESS_KEY]  # a checkpoint of an older version
+    torch.save(ckpt, last)
+    assert run_entry(train, compose_train(["trainer.max_steps=7"], run_dir)) == EXIT_OK
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["global_step"] == 7
+    assert [w for w in results["warnings"] if f"has no {PROGRESS_KEY} record" in w and "may differ" in w]
+    assert f"has no {PROGRESS_KEY} record" in caplog.text

@@ -45,7 +45,7 @@ def _sample(ckpt, out, *overrides, env_extra=None):
         ("cas", ["sampler.step_lr=5e-5"], 10),  # one step per level (the denoising step included)
         ("pc", ["sampler.n_corrector=1"], 20),
         ("ode", ["sampler.num_steps=4"], 7),  # 2 (4 - 1) Heun evaluations + the final Euler step
-        ("langevin", [], 20),
+        ("langevin", [], 21),  # L T steps + the denoising step (the digits sampler denoises)
     ],
 )
 def test_every_kind_through_sample_py(kind, extra, nfe, tiny_ckpt, tmp_path):

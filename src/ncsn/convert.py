@@ -11,17 +11,20 @@
         torch.loads, and the .yml to run it with (default: OUT.pth with the suffix .yml).
 
 The parameter-name mapping is documented in ``ncsn.nets.reference``. Exit status: 0 done,
-2 a bad argument or file (one line ``error: ...`` on stderr).
+2 a bad argument or file, or an output file that cannot be written (read-only or full: checked
+before any work, and nothing is left half-written), one line ``error: ...`` on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import torch
 
+from .checks import cannot_write, unwritable
 from .workflow.config import ConfigError
 
 
@@ -31,12 +34,10 @@ def _to_ours(ref_ckpt: str, ref_yml: str, out: str, overrides: list[str]) -> str
     bad = [o for o in overrides if "=" not in o and not o.startswith("~")]
     if bad:
         raise ConfigError(f"override {bad[0]!r} is invalid: must be key=value")
-    ckpt = reference_to_checkpoint(ref_ckpt, ref_yml, overrides=overrides)
     out_path = Path(out)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(out_path)
+    _check_writable({"OUT.ckpt": out_path})
+    ckpt = reference_to_checkpoint(ref_ckpt, ref_yml, overrides=overrides)
+    _write_all({out_path: lambda p: torch.save(ckpt, p)})
     lines = [f"wrote {out_path}: {describe(ckpt)}"]
     lines += [f"note: {n}" for n in ckpt["reference"]["notes"]]
     lines.append(f"sample with: python sample.py ckpt_path={out_path}")
@@ -47,13 +48,13 @@ def _to_reference(ours: str, out: str, out_yml: str | None) -> str:
     from .workflow.checkpoints import load_checkpoint
     from .workflow.reference import checkpoint_to_reference, reference_yml_text
 
-    states, yml = checkpoint_to_reference(load_checkpoint(ours), ours)
-    family = "ncsnv2" if len(states) > 2 else "ncsn"
     out_path = Path(out)
     yml_path = Path(out_yml) if out_yml else out_path.with_suffix(".yml")
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(states, out_path)
-    yml_path.write_text(reference_yml_text(yml, family))
+    _check_writable({"OUT.pth": out_path, "OUT.yml": yml_path})
+    states, yml = checkpoint_to_reference(load_checkpoint(ours), ours)
+    family = "ncsnv2" if len(states) > 2 else "ncsn"
+    text = reference_yml_text(yml, family)
+    _write_all({out_path: lambda p: torch.save(states, p), yml_path: lambda p: p.write_text(text)})
     if family == "ncsn":
         where = (
             f"ermongroup/ncsn: copy {out_path.name} to run/logs/<doc>/checkpoint.pth and {yml_path.name} to "
@@ -65,6 +66,36 @@ def _to_reference(ours: str, out: str, out_yml: str | None) -> str:
             f"{yml_path.name} to configs/, then python main.py --sample --config {yml_path.name} --doc <doc> -i samples"
         )
     return f"wrote {out_path} ({len(states)} items) and {yml_path}\n{where}"
+
+
+def _check_writable(outputs: dict) -> None:
+    """Before any work: every output file's directory can be written (not read-only, not full)."""
+    for key, path in outputs.items():
+        problem = unwritable(path, key, file=True)
+        if problem:
+            raise ConfigError(problem)
+
+
+def _write_all(writers: dict) -> None:
+    """{path: write(tmp_path)}: every file written to a temporary name beside it, then all moved
+    into place; a write that fails (a full disk) leaves none of them and raises ConfigError."""
+    tmps = {path: path.with_name(f".{path.name}.tmp{os.getpid()}") for path in writers}
+    try:
+        for path, write in writers.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(tmps[path])
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
+    except OSError as e:
+        raise ConfigError(cannot_write(path, "output", e, path.parent)) from None
+    except RuntimeError:  # torch.save's zip writer reports a full disk as "unexpected pos ..."
+        problem = unwritable(path, "output", file=True)  # asked while its partial file still fills the disk
+        if problem:
+            raise ConfigError(problem) from None
+        raise
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:

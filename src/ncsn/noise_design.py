@@ -24,7 +24,8 @@ Technique 4 (step size): with alpha_i = eps sigma_i^2 / sigma_L^2 (the sampler's
 
     and eps is chosen to bring it as close to 1 as possible -> ``langevin_variance_ratio``,
     ``step_lr_for``.
-``design_noise`` chains the three and returns what ``sigmas.kind=auto`` needs.
+``design_noise`` chains the three, each for what the config leaves null, and returns what
+``sigmas.kind=auto`` needs.
 
 Plain torch/numpy/scipy; no Lightning, no Hydra.
 """
@@ -188,33 +189,50 @@ def step_lr_for(gamma: float, sigma_L: float, n_steps_each: int) -> float:
 # All together
 # ---------------------------------------------------------------------------------------------
 def design_noise(
-    data, sigma_end: float, overlap: float = 0.5, n_steps_each: int = 5, sample_size: int | None = 10_000, seed: int = 0
+    data,
+    sigma_end: float,
+    overlap: float = 0.5,
+    n_steps_each: int = 5,
+    sample_size: int | None = 10_000,
+    seed: int = 0,
+    sigma_begin: float | None = None,
+    num_scales: int | None = None,
 ) -> dict:
-    """NCSNv2 techniques 1, 2 and 4 for ``sigmas.kind=auto``.
+    """NCSNv2 techniques 1, 2 and 4 for ``sigmas.kind=auto``, each only for what is not given.
 
     ``data``: an (N, ...) tensor/array of training points (images are flattened) or a dataset of
-    ``x`` / ``(x, y)`` items, on the same scale the model trains on. sigma_begin = max pairwise
-    distance (technique 1, over a ``sample_size`` random subset drawn with ``seed``; None = all),
-    gamma from the target ``overlap`` c for D = entries per point (technique 2), num_scales from
-    ``num_scales_for`` (rounded up), and step_lr for ``n_steps_each`` (technique 4).
+    ``x`` / ``(x, y)`` items, on the same scale the model trains on. ``sigma_begin`` None: the max
+    pairwise distance (technique 1, over a ``sample_size`` random subset drawn with ``seed``; None =
+    all); given: kept. ``num_scales`` None: from gamma for the target ``overlap`` c with D = entries
+    per point (technique 2, ``num_scales_for``, rounded up); given: kept. step_lr for
+    ``n_steps_each`` (technique 4).
 
     Returns dict(sigma_begin, sigma_end, num_scales, gamma, overlap, step_lr) where gamma and
     overlap are the *realised* values of the geometric schedule
-    ``make_sigmas("geometric", sigma_begin, sigma_end, num_scales)`` (gamma <= target ratio,
-    overlap >= target c), and step_lr is designed for that realised gamma.
+    ``make_sigmas("geometric", sigma_begin, sigma_end, num_scales)`` (computed L: gamma <= target
+    ratio, overlap >= target c), and step_lr is designed for that realised gamma. With
+    ``num_scales`` = 1 (one level, sigma_end) there is no ratio: gamma, overlap and step_lr are None.
     """
-    x = _flat_points(data, sample_size, seed)
-    dim = x.shape[1]
-    sigma_begin = max_pairwise_distance(x)
-    if not sigma_begin > sigma_end:
-        raise ValueError(f"max pairwise distance {sigma_begin:.4g} is not above sigma_end={sigma_end}")
-    num_scales = num_scales_for(sigma_begin, sigma_end, gamma_for_overlap(overlap, dim))
-    gamma = (sigma_begin / sigma_end) ** (1.0 / (num_scales - 1))
+    if num_scales is not None and (isinstance(num_scales, bool) or int(num_scales) != num_scales or num_scales < 1):
+        raise ValueError(f"num_scales={num_scales} must be an integer >= 1 or None (technique 2)")
+    x = None
+    if sigma_begin is None:
+        x = _flat_points(data, sample_size, seed)
+        sigma_begin = max_pairwise_distance(x)
+        if not sigma_begin > sigma_end:
+            raise ValueError(f"max pairwise distance {sigma_begin:.4g} is not above sigma_end={sigma_end}")
+    elif num_scales != 1 and not sigma_begin > sigma_end:
+        raise ValueError(f"sigma_begin={sigma_begin} must be > sigma_end={sigma_end}")
+    dim = (x if x is not None else _flat_points(data, 1, seed)).shape[1]  # D: one point is enough
+    if num_scales is None:
+        num_scales = num_scales_for(sigma_begin, sigma_end, gamma_for_overlap(overlap, dim))
+    num_scales = int(num_scales)
+    gamma = (sigma_begin / sigma_end) ** (1.0 / (num_scales - 1)) if num_scales > 1 else None
     return dict(
-        sigma_begin=sigma_begin,
+        sigma_begin=float(sigma_begin),
         sigma_end=float(sigma_end),
         num_scales=num_scales,
         gamma=gamma,
-        overlap=overlap_c(gamma, dim),
-        step_lr=step_lr_for(gamma, sigma_end, n_steps_each),
+        overlap=overlap_c(gamma, dim) if gamma is not None else None,
+        step_lr=step_lr_for(gamma, sigma_end, n_steps_each) if gamma is not None else None,
     )

@@ -28,7 +28,11 @@ Groups are sorted by the best value. Writes into the output directory (default: 
 - ``loss_by_sigma.png``: the validation DSM loss against sigma of every job's (group's) last
   validation, overlaid (comparable across noise schedules: keyed by sigma, not level index).
 
-Nothing about a single job can make the tool fail. Standard library, PyYAML/OmegaConf, matplotlib.
+Nothing about a single job can make the tool fail: a job whose ``.hydra/config.yaml`` cannot be
+read (corrupt, empty, not a mapping) is skipped, listed with the reason and left out of the
+tables, which are built from the other jobs. Exit status 2 with one ``error:`` line: SWEEP_DIR
+missing or without a readable job, an output directory that cannot be written (read-only, full).
+Standard library, PyYAML/OmegaConf, matplotlib.
 
 Modules: ``jobs`` (reading a sweep), ``analysis`` (settings, best/final, groups), ``report``
 (markdown, csv, plots), ``cli`` (the command line).

@@ -17,7 +17,21 @@ from .jobs import Job, _natural, _num, find_jobs
 #: fnmatch patterns of flattened config keys that are never sweep settings.
 IGNORE = ("hydra", "hydra.*", "paths", "paths.*", "*dir", "*dirpath")
 #: Results shown next to the metric in the ablation table when present (the rest: per-job table).
-HEADLINE = ("val/loss", "fid/denoised", "fid/no_denoise", "toy/weight_error", "sample/nfe", "nfe", "time_s")
+HEADLINE = (
+    "val/loss",
+    "fid/denoised",
+    "fid/no_denoise",
+    "fid_ci_low",
+    "fid_ci_high",
+    "kid",
+    "kid_std",
+    "bpd",
+    "bpd_se",
+    "toy/weight_error",
+    "sample/nfe",
+    "nfe",
+    "time_s",
+)
 
 
 @dataclass
@@ -31,6 +45,7 @@ class Comparison:
     group_keys: list = field(default_factory=list)  # the settings without seed
     headline: list = field(default_factory=list)  # results shown in the ablation table
     descending: bool = False
+    skipped: list = field(default_factory=list)  # jobs left out: their config cannot be read (``Job.skipped``)
 
     @property
     def unfinished(self) -> list:
@@ -106,7 +121,8 @@ def varying_keys(jobs, ignore=IGNORE, sweep_dir=None) -> list:
 
 def default_metric(jobs) -> str:
     has_fid = any((j.results and "fid" in j.results) or "fid" in j.history for j in jobs)
-    return "fid" if has_fid else "val/loss"
+    has_bpd = any(j.results and "bpd" in j.results for j in jobs)
+    return "fid" if has_fid else "bpd" if has_bpd else "val/loss"
 
 
 def best_and_final(job: Job, metric: str, descending: bool = False) -> tuple[float, int | None, float]:
@@ -132,12 +148,14 @@ def _stats(values: list) -> tuple:
 
 
 def compare(sweep_dir, metric: str | None = None, ignore=IGNORE, descending: bool = False) -> Comparison:
-    """Read a sweep and build the sorted comparison (no files written)."""
+    """Read a sweep and build the sorted comparison (no files written). Jobs whose config cannot
+    be read are left out (``Comparison.skipped``)."""
     sweep_dir = Path(sweep_dir)
-    jobs = find_jobs(sweep_dir)
+    found = find_jobs(sweep_dir)
+    jobs = [j for j in found if not j.skipped]  # an unreadable config would make every key vary
     metric = metric or default_metric(jobs)
     vary = varying_keys(jobs, ignore, sweep_dir)
-    c = Comparison(metric, vary, [], [], descending=descending)
+    c = Comparison(metric, vary, [], [], descending=descending, skipped=[j for j in found if j.skipped])
     group_keys = [k for k in vary if k != "seed"]
     others = sorted(
         {

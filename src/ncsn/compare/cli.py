@@ -1,4 +1,7 @@
-"""``python -m ncsn.compare SWEEP_DIR [--out DIR] [--metric KEY] [--descending] [--ignore PATTERN]``."""
+"""``python -m ncsn.compare SWEEP_DIR [--out DIR] [--metric KEY] [--descending] [--ignore PATTERN]``.
+
+Exit status: 0 report written; 2 one line ``error: ...`` on stderr (SWEEP_DIR missing or holding
+no job directories, a report directory that cannot be written: read-only or full)."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..checks import cannot_write, unwritable
 from .analysis import IGNORE, compare
 from .report import write_report
 
@@ -37,14 +41,33 @@ def main(argv=None) -> int:
     )
     a = p.parse_args(argv)
     if not a.sweep_dir.is_dir():
-        p.error(f"{a.sweep_dir} is not a directory")
+        what = "does not exist" if not a.sweep_dir.exists() else "is not a directory"
+        return _error(f"SWEEP_DIR={str(a.sweep_dir)!r} {what}")
+    out = a.out or a.sweep_dir
+    key = "--out" if a.out else "SWEEP_DIR"
+    problem = unwritable(out, key)
+    if problem:
+        return _error(problem + ("" if a.out else "; the report goes there unless --out DIR is given"))
     c = compare(a.sweep_dir, a.metric, ignore=(*IGNORE, *a.ignore), descending=a.descending)
     if not c.jobs:
-        print(f"no job directories (with .hydra/config.yaml) under {a.sweep_dir}", file=sys.stderr)
-        return 1
-    out = a.out or a.sweep_dir
-    written = write_report(c, out, title=f"Sweep {a.sweep_dir.resolve().name}")
+        if c.skipped:
+            why = f"none of its {len(c.skipped)} job directories has a readable config ({c.skipped[0].skipped})"
+        else:
+            why = "no job directories (with .hydra/config.yaml) below it"
+        return _error(f"SWEEP_DIR={str(a.sweep_dir)!r}: {why}")
+    for j in c.skipped:
+        print(f"warning: skipped job {j.name}: {j.skipped}", file=sys.stderr)
+    try:
+        written = write_report(c, out, title=f"Sweep {a.sweep_dir.resolve().name}")
+    except OSError as e:  # e.g. the disk filled up while writing: nothing of the report is left
+        return _error(cannot_write(out, key, e))
     print((out / "compare.md").read_text(), end="")
     names = ", ".join(str(p) for p in written.values())
     print(f"\nwrote {names}" + ("" if "png" in written else f" (no plot: no finished job has {c.metric!r})"))
     return 0
+
+
+def _error(message: str) -> int:
+    """One line on stderr; exit status 2 (a bad argument or directory)."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2

@@ -24,6 +24,7 @@ class Job:
     note: str = ""  # for unfinished jobs: last log line, last logged step
     path: Path | None = None  # the job directory
     history: dict = field(default_factory=dict)  # metrics.csv: {column: [(step, value), ...]}
+    skipped: str = ""  # why the job is left out of the comparison (its config cannot be read)
 
     @property
     def finished(self) -> bool:
@@ -105,14 +106,21 @@ def _last_step(job_dir: Path) -> str:
 def load_job(job_dir: Path, sweep_dir: Path) -> Job:
     """Read one job directory; problems become the job's status, never an exception."""
     name = str(job_dir.relative_to(sweep_dir)) if job_dir != sweep_dir else "."
-    config, keys, results, status, history = {}, [], None, "unfinished", {}
+    config, keys, results, status, history, skipped = {}, [], None, "unfinished", {}, ""
     try:
-        config = flatten(_load_config(job_dir / ".hydra" / "config.yaml"))
-        for key, value in _override_items(job_dir / ".hydra" / "overrides.yaml"):
+        loaded = _load_config(job_dir / ".hydra" / "config.yaml")
+        if not isinstance(loaded, dict) or not loaded:
+            raise ValueError("the file is empty" if not loaded else f"a {type(loaded).__name__}, not a mapping")
+        config = flatten(loaded)
+    except Exception as e:  # noqa: BLE001 - report, don't crash: the job is left out of the table
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        status = skipped = f"unreadable config ({type(e).__name__}: {first[:120]})"
+    try:
+        for key, value in [] if skipped else _override_items(job_dir / ".hydra" / "overrides.yaml"):
             keys.append(key)
             config.setdefault(key, value)
-    except Exception as e:  # noqa: BLE001 - report, don't crash
-        status = f"unreadable config ({type(e).__name__})"
+    except Exception:  # noqa: BLE001 - a broken overrides.yaml: the config alone says what varies
+        keys = []
     res_path = job_dir / "results.json"
     if res_path.is_file():
         try:
@@ -134,7 +142,7 @@ def load_job(job_dir: Path, sweep_dir: Path) -> Job:
             note = "; ".join(x for x in (f"last logged step {step}" if step else "", line) if x)
         except Exception:  # noqa: BLE001
             pass
-    return Job(name, config, keys, results, status, note, job_dir, history)
+    return Job(name, config, keys, results, status, note, job_dir, history, skipped)
 
 
 def _natural(name: str):

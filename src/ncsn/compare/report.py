@@ -6,6 +6,8 @@ import csv
 import json
 import math
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from ..loss_by_sigma import last_loss_by_sigma
@@ -61,7 +63,9 @@ def to_markdown(c: Comparison, out: Path | None = None, plots: tuple = (), title
     lines = [f"# {title or 'Sweep comparison'}", ""]
     settings = ", ".join(f"`{k}` ({_values_of(c.jobs, k)})" for k in c.varying) or "none (one configuration)"
     lines += [
-        f"{len(c.jobs)} jobs, {len(c.jobs) - len(c.unfinished)} finished. Settings that vary: {settings}.",
+        f"{len(c.jobs)} jobs, {len(c.jobs) - len(c.unfinished)} finished"
+        + (f", {len(c.skipped)} skipped (below)" if c.skipped else "")
+        + f". Settings that vary: {settings}.",
         "",
         f"Sorted by the best `{c.metric}` ({'largest' if c.descending else 'smallest'} first): the "
         f"{'maximum' if c.descending else 'minimum'} over each run's evaluations (metrics.csv), with the "
@@ -100,6 +104,9 @@ def to_markdown(c: Comparison, out: Path | None = None, plots: tuple = (), title
     if c.unfinished:
         lines += ["", "## Unfinished or failed jobs", ""]
         lines += [f"- `{j.name}`: {j.status}" + (f" - {j.note}" if j.note else "") for j in c.unfinished]
+    if c.skipped:
+        lines += ["", "## Skipped jobs (not in the tables)", ""]
+        lines += [f"- `{j.name}`: {j.skipped}" for j in c.skipped]
     return "\n".join(lines) + "\n"
 
 
@@ -204,19 +211,34 @@ def plot_loss_by_sigma(c: Comparison, path: Path) -> bool:
 
 
 def write_report(c: Comparison, out: Path, title: str = "") -> dict:
-    """compare.md, compare.csv, compare.png, loss_by_sigma.png into ``out``; returns {name: path}."""
+    """compare.md, compare.csv, compare.png, loss_by_sigma.png into ``out``; returns {name: path}.
+    Written into a temporary folder inside ``out``, then moved in: a write that fails (a full
+    disk) raises OSError with nothing of this report left behind (``out`` itself, when this call
+    made it, is removed again)."""
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    written = {}
-    write_csv(c, out / "compare.csv")
-    written["csv"] = out / "compare.csv"
-    plots = []
-    if plot(c, out / "compare.png"):
-        written["png"] = out / "compare.png"
-        plots.append(("compare.png", f"{c.metric} against each setting: best over the run (solid) and final (dashed)"))
-    if plot_loss_by_sigma(c, out / "loss_by_sigma.png"):
-        written["loss_by_sigma"] = out / "loss_by_sigma.png"
-        plots.append(("loss_by_sigma.png", "validation DSM loss per noise level (last validation), log-log"))
-    md = to_markdown(c, out, plots, title)
-    (out / "compare.md").write_text(md)
-    written["md"] = out / "compare.md"
-    return written
+    stage = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
+    try:
+        staged = {"csv": stage / "compare.csv"}
+        write_csv(c, staged["csv"])
+        plots = []
+        if plot(c, stage / "compare.png"):
+            staged["png"] = stage / "compare.png"
+            caption = f"{c.metric} against each setting: best over the run (solid) and final (dashed)"
+            plots.append(("compare.png", caption))
+        if plot_loss_by_sigma(c, stage / "loss_by_sigma.png"):
+            staged["loss_by_sigma"] = stage / "loss_by_sigma.png"
+            plots.append(("loss_by_sigma.png", "validation DSM loss per noise level (last validation), log-log"))
+        staged["md"] = stage / "compare.md"
+        staged["md"].write_text(to_markdown(c, out, plots, title))
+        written = {}
+        for name, path in staged.items():
+            os.replace(path, out / path.name)
+            written[name] = out / path.name
+        return written
+    except BaseException:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

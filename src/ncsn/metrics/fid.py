@@ -15,6 +15,21 @@ and images are given as floats in [0, 1] and turned into what the extractor take
 * Classifier (digits, MNIST): a custom ``nn.Module`` feature extractor
   (``classifier.ClassifierFeatures``) that takes the float images.
 
+KID (Binkowski et al. 2018) on the same features, beside FID: torchmetrics'
+``KernelInceptionDistance`` (unbiased MMD^2 with the cubic polynomial kernel, mean and std over
+``kid_subsets`` random subsets of ``kid_subset_size`` real and generated features each; the
+subsets drawn from a fixed seed, so a score is reproducible). It needs real features, not only
+(mu, sigma): the first ``kid_real_images`` images of the real split, cached beside the statistics
+(also when the FID statistics come from a user's ``stats_path``). The generated features are kept
+(float32, N x D) until ``reset``, gathered across DDP ranks inside ``compute()``.
+
+A 95% interval for one run's FID (``ci_bootstraps`` > 0): the percentile bootstrap over the
+generated features (rows drawn with replacement, the real statistics held fixed, fixed seed), so
+it covers the noise of the N generated samples, not that of the real statistics nor of training.
+Cost: one Fréchet distance per resample (a D x D covariance and eigendecomposition), paid inside
+``compute``: negligible for the digits classifier's features; for Inception's D = 2048 each one is
+a large eigenproblem (slow on a small CPU: the inception config leaves it off).
+
 Keep the metric outside the LightningModule (the samples callback holds it), so it is in no
 state_dict, checkpoint or EMA copy.
 """
@@ -23,16 +38,18 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance
+from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
+from torchmetrics.image.kid import KernelInceptionDistance
 
 from .classifier import build_classifier_backend
 from .inception import check_inception_weights, to_uint8
-from .stats import load_or_compute_real_stats
+from .stats import load_or_compute_real_features, load_or_compute_real_stats
 
 BACKENDS = ("inception", "classifier", "none")
 INCEPTION_NAME = "inception2048-tf20151205"
@@ -40,6 +57,8 @@ _REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num
 #: the count the loaded real statistics are stored with: only their mean and covariance enter
 #: the FID; a power of two keeps ``sum / n`` exact
 _REAL_COUNT = 2
+#: the seed of KID's random subsets
+KID_SEED = 0
 
 
 def _same_on_every_rank(stacked: torch.Tensor) -> torch.Tensor:
@@ -76,11 +95,21 @@ class FID(FrechetInceptionDistance):
         name: str,
         weights_path: str | os.PathLike | None = None,
         batch_size: int = 200,
+        kid_subsets: int = 100,
+        kid_subset_size: int | None = None,
+        ci_bootstraps: int = 0,
     ):
         """``feature``: a custom extractor (an ``nn.Module`` with ``num_features``, taking float
-        images in [0, 1]); None: torchmetrics' InceptionV3 loaded from ``weights_path``."""
+        images in [0, 1]); None: torchmetrics' InceptionV3 loaded from ``weights_path``.
+        ``kid_subset_size``: None = min(1000, generated images, real features)."""
         if batch_size < 1:
             raise ValueError(f"fid.batch_size={batch_size}: must be >= 1")
+        if not (isinstance(kid_subsets, int) and kid_subsets >= 1):
+            raise ValueError(f"fid.kid_subsets={kid_subsets!r}: must be an integer >= 1")
+        if kid_subset_size is not None and not (isinstance(kid_subset_size, int) and kid_subset_size >= 2):
+            raise ValueError(f"fid.kid_subset_size={kid_subset_size!r}: must be null or an integer >= 2")
+        if not (isinstance(ci_bootstraps, int) and ci_bootstraps >= 0):
+            raise ValueError(f"fid.ci_bootstraps={ci_bootstraps!r}: must be an integer >= 0 (0: no interval)")
         if feature is None:
             super().__init__(
                 feature=2048,
@@ -97,6 +126,17 @@ class FID(FrechetInceptionDistance):
         self.batch_size = batch_size
         self.weights_path = weights_path
         self.feature_dim = int(self.fake_features_sum.shape[0])
+        self.add_state("fake_features", [], dist_reduce_fx="cat")
+        self.kid_subset_size = kid_subset_size
+        # KID on features given directly (identity extractor); the states synchronised by this metric
+        with warnings.catch_warnings():  # its note that it keeps every feature: so it does, until ``reset``
+            warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+            self.kid = KernelInceptionDistance(
+                feature=nn.Identity(), subsets=kid_subsets, reset_real_features=False, sync_on_compute=False
+            )
+        self.kid_scores: tuple[float, float, int] | None = None  # (kid, kid_std, subset size) of the last compute
+        self.ci_bootstraps = ci_bootstraps
+        self.fid_ci: tuple[float, float] | None = None  # the last compute's 95% bootstrap interval
 
     @property
     def device(self) -> torch.device:
@@ -122,7 +162,36 @@ class FID(FrechetInceptionDistance):
                 if x.shape[1] == 1:
                     x = x.expand(-1, 3, -1, -1)
                 x = x.contiguous()
-            super().update(x, real=real)
+            self._add(self.inception(x), real)
+
+    def _add(self, features: torch.Tensor, real: bool) -> None:
+        """torchmetrics' FID update given the features (the same arithmetic), keeping generated ones for KID."""
+        self.orig_dtype = features.dtype
+        f = features.double()
+        if f.dim() == 1:
+            f = f.unsqueeze(0)
+        side = "real" if real else "fake"
+        setattr(self, f"{side}_features_sum", getattr(self, f"{side}_features_sum") + f.sum(dim=0))
+        setattr(self, f"{side}_features_cov_sum", getattr(self, f"{side}_features_cov_sum") + f.t().mm(f))
+        setattr(self, f"{side}_features_num_samples", getattr(self, f"{side}_features_num_samples") + f.shape[0])
+        if not real:
+            self.fake_features.append(f.float())
+
+    def reset(self) -> None:
+        """Forget the generated images (and the last KID); the real side stays."""
+        super().reset()
+        self.kid_scores = self.fid_ci = None
+
+    def set_real_features(self, features: torch.Tensor) -> None:
+        """The real features (N, D) KID compares with (not part of the FID statistics)."""
+        if features.ndim != 2 or features.shape[1] != self.feature_dim or len(features) < 2:
+            raise ValueError(f"KID: real features of shape {tuple(features.shape)}; need (N >= 2, {self.feature_dim})")
+        self.kid.real_features = []
+        self.kid.update(features.to(self.device, torch.float32), real=True)
+
+    @property
+    def num_real_features(self) -> int:
+        return sum(len(f) for f in self.kid.real_features)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The extractor's features (N, D) float64 of float images in [0, 1] (what ``update`` adds)."""
@@ -179,11 +248,61 @@ class FID(FrechetInceptionDistance):
         return self.real_stats()[1]
 
     def compute(self) -> float:
-        """FID of the generated images since the last ``reset`` (all ranks' together; needs >= 2)."""
+        """FID of the generated images since the last ``reset`` (all ranks' together; needs >= 2);
+        also KID when real features are loaded (``kid_scores``)."""
         for side, count in (("generated", self.fake_features_num_samples), ("real", self.real_features_num_samples)):
             if int(count) < 2:
                 raise ValueError(f"FID.compute: {int(count)} {side} images; at least 2 are needed")
-        return float(super().compute())
+        fid = float(super().compute())
+        self.kid_scores = self._kid() if self.kid.real_features else None
+        self.fid_ci = self._bootstrap() if self.ci_bootstraps else None
+        return fid
+
+    def _bootstrap(self, level: float = 0.95) -> tuple[float, float]:
+        """Percentile bootstrap interval of the FID over the generated features (real side fixed)."""
+        fake = self.fake_features if isinstance(self.fake_features, torch.Tensor) else torch.cat(self.fake_features)
+        fake = fake.double()
+        mu_r, cov_r = (torch.as_tensor(a, device=fake.device) for a in self.real_stats())
+        g = torch.Generator().manual_seed(KID_SEED)
+        n, values = len(fake), []
+        for _ in range(self.ci_bootstraps):
+            f = fake[torch.randint(0, n, (n,), generator=g).to(fake.device)]
+            mu = f.mean(0)
+            cov = (f - mu).t().mm(f - mu) / (n - 1)
+            values.append(float(_compute_fid(mu_r, cov_r, mu, cov)))
+        lo, hi = torch.tensor(values, dtype=torch.float64).quantile(torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+        return float(lo), float(hi)
+
+    def _kid(self) -> tuple[float, float, int]:
+        """(KID, its std over subsets, subset size) of the generated features against the real ones."""
+        fake = self.fake_features if isinstance(self.fake_features, torch.Tensor) else torch.cat(self.fake_features)
+        n_fake, n_real = len(fake), self.num_real_features
+        size = self.kid_subset_size
+        if size is None:
+            size = min(1000, n_fake, n_real)
+        elif size > min(n_fake, n_real):
+            raise ValueError(
+                f"fid.kid_subset_size={size} is invalid here: {n_fake} generated images and {n_real} real "
+                f"features (set it <= {min(n_fake, n_real)}, or null)"
+            )
+        self.kid.subset_size = size
+        self.kid.update(fake, real=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(KID_SEED)
+            mean, std = self.kid.compute()
+        self.kid.reset()  # the generated side only (reset_real_features=False)
+        return float(mean), float(std), size
+
+    def scores(self, key: str = "fid") -> dict:
+        """``{key: FID, 'kid'+rest: KID, 'kid_std'+rest: its std}`` (rest: what follows 'fid' in ``key``,
+        e.g. 'fid/denoised' -> 'kid/denoised', 'kid_std/denoised'); KID only with real features."""
+        out = {key: self.compute()}
+        if self.kid_scores is not None:
+            rest = key.removeprefix("fid")
+            out[f"kid{rest}"], out[f"kid_std{rest}"] = self.kid_scores[:2]
+        if self.fid_ci is not None:
+            out[f"fid_ci_low{rest}"], out[f"fid_ci_high{rest}"] = self.fid_ci
+        return out
 
     def score(self, batches: Iterable[torch.Tensor]) -> float:
         """``reset``, ``update`` with every batch, ``compute`` (single process)."""
@@ -194,7 +313,9 @@ class FID(FrechetInceptionDistance):
 
     def fresh(self) -> FID:
         """A metric with the same extractor (shared, not copied) and real statistics, no generated images."""
-        other = copy.deepcopy(self, memo={id(self.inception): self.inception})
+        memo = {id(self.inception): self.inception}
+        memo.update({id(f): f for f in self.kid.real_features})
+        other = copy.deepcopy(self, memo=memo)
         other.reset()
         return other
 
@@ -209,6 +330,10 @@ def build_fid(
     stats_path: str | os.PathLike | None = None,
     weights_path: str | os.PathLike | None = None,
     batch_size: int = 200,
+    kid_subsets: int = 100,
+    kid_subset_size: int | None = None,
+    kid_real_images: int = 10000,
+    ci_bootstraps: int = 0,
     classifier_seed: int | None = None,
     classifier_epochs: int | None = None,
     load_train_arrays: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None,
@@ -218,7 +343,9 @@ def build_fid(
 
     Config keys (conf/fid/*.yaml): ``backend`` ("inception" | "classifier" | "none": returns
     None), ``cache_dir``, ``stats_path`` (a user .npz with mu/sigma, or None to compute and
-    cache), ``batch_size`` (images per extractor forward), ``weights_path`` (inception only),
+    cache), ``batch_size`` (images per extractor forward), ``kid_subsets``, ``kid_subset_size``
+    and ``kid_real_images`` (KID), ``ci_bootstraps`` (FID's interval; see the module docstring),
+    ``weights_path`` (inception only),
     ``classifier_seed`` and ``classifier_epochs`` (classifier only).
 
     From the caller: ``dataset`` / ``split`` / ``image_size`` (cache keys), ``real_batches()``
@@ -241,9 +368,11 @@ def build_fid(
             f"fid.classifier_seed / fid.classifier_epochs are only used by "
             f"fid.backend=classifier, not {backend!r}; remove them"
         )
+    if not (isinstance(kid_real_images, int) and kid_real_images >= 2):
+        raise ValueError(f"fid.kid_real_images={kid_real_images!r}: must be an integer >= 2")
     if backend == "inception":
         path = check_inception_weights(weights_path)  # an explicit file: torchmetrics never downloads
-        fid = FID(None, INCEPTION_NAME, weights_path=path, batch_size=batch_size)
+        fid = FID(None, INCEPTION_NAME, path, batch_size, kid_subsets, kid_subset_size, ci_bootstraps)
     else:
         if classifier_seed is None or classifier_epochs is None or load_train_arrays is None:
             raise ValueError(
@@ -259,7 +388,8 @@ def build_fid(
             load_train_arrays=load_train_arrays,
             device=device,
         )
-        fid = FID(extractor, extractor.name, batch_size=batch_size)
+        fid = FID(extractor, extractor.name, None, batch_size, kid_subsets, kid_subset_size, ci_bootstraps)
     fid.to(device)
     load_or_compute_real_stats(fid, cache_dir, dataset, split, image_size, real_batches, stats_path=stats_path)
+    load_or_compute_real_features(fid, cache_dir, dataset, split, image_size, real_batches, kid_real_images)
     return fid

@@ -98,6 +98,48 @@ def compute_stats(fid, batches: Iterable[torch.Tensor]) -> tuple[np.ndarray, np.
     return mu, sigma, fid.num_real
 
 
+def real_features_path(cache_dir, dataset: str, split: str, image_size: int, backend_name: str, n: int) -> Path:
+    """``<cache_dir>/fid/kid-features-<dataset>-<split>-<image_size>-<backend_name>-<n>.npz``."""
+    stats = real_stats_path(cache_dir, dataset, split, image_size, backend_name)
+    return stats.with_name(stats.stem.replace("stats-", "kid-features-", 1) + f"-{n}.npz")
+
+
+@torch.no_grad()
+def load_or_compute_real_features(
+    fid,
+    cache_dir: str | os.PathLike,
+    dataset: str,
+    split: str,
+    image_size: int,
+    real_batches: Callable[[], Iterable[torch.Tensor]],
+    max_images: int,
+) -> torch.Tensor:
+    """Give ``fid`` the features (float32, N x D) of the first ``max_images`` real images for KID:
+    from the cache (key ``features``), else computed from ``real_batches()`` and cached."""
+    path = real_features_path(cache_dir, dataset, split, image_size, fid.name, max_images)
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                feats = torch.from_numpy(np.asarray(f["features"], dtype=np.float32))
+        except Exception as e:  # noqa: BLE001 - any unreadable file means "recompute"
+            raise StatsFileError(f"KID feature cache {path} is unreadable ({e}): delete it to recompute") from e
+    else:
+        chunks, n = [], 0
+        for x in real_batches():
+            chunks.append(fid.features(x[: max_images - n]).float().cpu())
+            n += len(chunks[-1])
+            if n >= max_images:
+                break
+        feats = torch.cat(chunks)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.stem}.tmp{os.getpid()}.npz")
+        np.savez(tmp, features=feats.numpy(), backend=np.str_(fid.name))
+        os.replace(tmp, path)
+        log.info("KID real features of %s/%s (%d images, %s) cached at %s", dataset, split, len(feats), fid.name, path)
+    fid.set_real_features(feats)
+    return feats
+
+
 def load_or_compute_real_stats(
     fid,
     cache_dir: str | os.PathLike,

@@ -9,6 +9,8 @@ function ``score(x, cond)`` (cond: level indices, or sigmas for sigma-continuous
     kinds.py         the table of sampler kinds (``KINDS``)
     seeds.py         noise sources: per-sample seeds, one generator, slerped pairs
     sampler.py       ``Sampler``: the configured sampler every caller uses
+    frames.py        what each kept frame of a run shows (mode=progression's labels)
+    toy_panels.py    the samples and score fields of NCSN Fig. 3 (drawn by ``figures.toy_figure``)
 
 Nothing here knows about Lightning or Hydra. Noise levels follow ``ncsn.sigmas``: index 0 =
 largest sigma.
@@ -23,11 +25,8 @@ from .pc import predictor_corrector
 from .sampler import Sampler, dataset_mean
 from .seeds import GeneratorNoise, SampleNoise, SlerpNoise, slerp
 
-SAMPLER_KINDS = tuple(KINDS)
-
 __all__ = [
     "KINDS",
-    "SAMPLER_KINDS",
     "GeneratorNoise",
     "LangevinResult",
     "LoopHooks",

@@ -64,7 +64,7 @@ def interpolate(
     ``shape`` = (n_rows, *sample_shape): one row per pair. Returns (n_rows, n_interp,
     *sample_shape); [:, 0] equals ``sample_from_seed(..., seed_a)`` and [:, -1] the one of
     ``seed_b`` (exactly, for a score function whose output per sample does not depend on the
-    rest of the batch). ``save_grid(out.flatten(0, 1), path, nrow=n_interp)`` shows the rows.
+    rest of the batch). ``figures.save_interpolation_grid(out, path, seed_a, seed_b)`` shows the rows.
     """
     if n_interp < 2:
         raise ValueError(f"n_interp={n_interp} must be >= 2 (both endpoints)")

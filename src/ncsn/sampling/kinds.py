@@ -34,7 +34,8 @@ def _annealed(sampler, score, sigmas, grid, x, noise, denoise, keep_frames, prog
 
 
 def _langevin(sampler, score, sigmas, grid, x, noise, denoise, keep_frames, progress, hooks=None):
-    """Plain Langevin at sigma_L, ``n_steps_each * L`` steps of size step_lr (NCSN Eq. (4))."""
+    """Plain Langevin at sigma_L, ``n_steps_each * L`` steps of size step_lr (NCSN Eq. (4)), then
+    the denoising step at sigma_L when ``denoise``."""
     return langevin(
         score,
         x,
@@ -46,6 +47,7 @@ def _langevin(sampler, score, sigmas, grid, x, noise, denoise, keep_frames, prog
         sampler.n_steps_each,
         progress,
         noise,
+        denoise_sigma=float(sigmas[-1]) if denoise else None,
     )
 
 

@@ -168,15 +168,24 @@ def langevin(
     frame_every: int = 100,
     progress: bool = True,
     noise: NoiseFn | None = None,
-    sigma: float = float("nan"),
+    denoise_sigma: float | None = None,
 ) -> LangevinResult:
     """Plain Langevin dynamics at one noise level (NCSN Eq. (4), the non-annealed baseline):
     x <- x + eps * s(x, level) + sqrt(2 eps) * z, ``n_steps`` times, eps = ``step_lr``.
-    Frames (``keep_frames``) every ``frame_every`` steps."""
+    Frames (``keep_frames``) every ``frame_every`` steps. With ``denoise_sigma`` (the level's
+    sigma) the final denoising step x <- x + sigma^2 s(x, level) follows, as in the annealed sampler."""
     chunks = [frame_every] * (n_steps // frame_every) + ([n_steps % frame_every] if n_steps % frame_every else [])
-    stages = [Stage(level, sigma, step_lr, c) for c in chunks]
+    stages = [Stage(level, float("nan"), step_lr, c) for c in chunks]  # no hooks: the stage needs no sigma
     res = langevin_loop(
-        score, x, stages, _noise_fn(noise, generator, x), keep_frames=keep_frames, progress=progress, desc="Langevin"
+        score,
+        x,
+        stages,
+        _noise_fn(noise, generator, x),
+        denoise_sigma=denoise_sigma,
+        denoise_level=level,
+        keep_frames=keep_frames,
+        progress=progress,
+        desc="Langevin",
     )
     frames = res.frames[: n_steps // frame_every] if keep_frames else []
     return res._replace(frames=frames)

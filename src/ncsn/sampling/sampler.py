@@ -120,7 +120,7 @@ class Sampler:
         n = len(self.grid(sigmas, continuous))
         return {
             "annealed": n * self.n_steps_each + int(denoise),
-            "langevin": n * self.n_steps_each,
+            "langevin": n * self.n_steps_each + int(denoise),
             "cas": n,
             "pc": n * (1 + self.n_corrector),
             "ode": 2 * (n - 1) + int(denoise),

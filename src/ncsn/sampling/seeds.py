@@ -86,10 +86,6 @@ class NoiseSource:
             raise ValueError(f"noise of shape {tuple(z.shape)} for a state of shape {tuple(x.shape)}")
         return z.to(device=x.device, dtype=x.dtype)
 
-    def select(self, rows: torch.Tensor) -> NoiseSource:
-        """The source of a subset of the samples (rows of this source's batch)."""
-        raise NotImplementedError(f"{type(self).__name__} cannot be split by rows")
-
 
 class SampleNoise(NoiseSource):
     """Per-sample streams: sample ``index[r]`` of ``seed`` in row r (see the module docstring)."""
@@ -111,9 +107,6 @@ class SampleNoise(NoiseSource):
         j = torch.arange(numel, dtype=torch.long, device=self.device)
         h = mix64(draw_key[:, None] + j[None, :] * _GOLDEN)
         return normal_from_bits(h).reshape(self.n, *shape)
-
-    def select(self, rows: torch.Tensor) -> SampleNoise:
-        return SampleNoise(self.seed, self.index[rows.to(self.device)], self.device, self.draws)
 
 
 class GeneratorNoise(NoiseSource):

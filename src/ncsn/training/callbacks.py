@@ -25,6 +25,19 @@ def log_image_file(trainer: L.Trainer, key: str, path: Path) -> None:
             logger.log_image(key=key, images=[str(path)], step=trainer.global_step)
 
 
+def samples_interval_error(every_n_epochs: int, check_val_every_n_epoch: int | None) -> str | None:
+    """Samples (and FID) are drawn after a validation: ``every_n_epochs`` must be a multiple of the
+    validation interval (else they would come only every least common multiple). The message, or
+    None when it is. ``SampleCallback.setup`` and the pre-flight check (``validate_train``) call this."""
+    val_every = check_val_every_n_epoch or 1  # null: validation is step-based, every epoch may hold one
+    if every_n_epochs % val_every:
+        return (
+            f"callbacks.samples.every_n_epochs={every_n_epochs} is invalid: must be a multiple of "
+            f"trainer.check_val_every_n_epoch={val_every} (samples and FID run after validation)"
+        )
+    return None
+
+
 class SampleCallback(Callback):
     """Every ``every_n_epochs`` epochs, after validation and never during the sanity check:
     sample with the EMA weights, save a PNG grid of ``sampler.n_samples`` samples (a scatter plot
@@ -32,7 +45,8 @@ class SampleCallback(Callback):
     given by the training workflow), ``fid_samples`` samples are drawn instead, split across DDP
     ranks (rank r of w draws the per-sample seeds r, r + w, ... of ``seed``: the samples of one
     process), the FID statistics are summed over ranks (by torchmetrics, inside ``compute``), and
-    ``fid`` is logged (the configured sampler's output); with ``denoise_both`` also
+    ``fid`` and KID (``kid``, ``kid_std``) are logged (the configured sampler's output); with
+    ``denoise_both`` also
     ``fid/denoised`` and ``fid/no_denoise``. ``sample/nfe``: network evaluations per sample.
     """
 
@@ -53,6 +67,11 @@ class SampleCallback(Callback):
         self.sampler, self.out_dir, self.every_n_epochs, self.seed = sampler, Path(out_dir), every_n_epochs, seed
         self.fid_samples, self.denoise_both = fid_samples, denoise_both
         self.fid = fid
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        error = samples_interval_error(self.every_n_epochs, trainer.check_val_every_n_epoch)
+        if error:
+            raise ValueError(error)
 
     def due(self, trainer: L.Trainer) -> bool:
         return not trainer.sanity_checking and (trainer.current_epoch + 1) % self.every_n_epochs == 0
@@ -117,9 +136,11 @@ class SampleCallback(Callback):
         for name, images in sets.items():
             self.fid.reset()
             self.fid.update(images.clamp(0, 1))  # the extractor runs fid.batch_size images at a time
-            out[name] = self.fid.compute()  # torchmetrics sums the states across DDP ranks here
+            out.update(self.fid.scores(name))  # FID and KID; torchmetrics sums the states across DDP ranks here
         if self.denoise_both:
-            out["fid"] = out["fid/denoised"] if self.sampler.denoise else out["fid/no_denoise"]
+            pick = "/denoised" if self.sampler.denoise else "/no_denoise"
+            picked = ("fid", "kid", "kid_std", "fid_ci_low", "fid_ci_high")
+            out.update({k: out[k + pick] for k in picked if k + pick in out})
         return out
 
 
@@ -128,10 +149,19 @@ class PreemptionCheckpoint(Callback):
     ``SIGTERMException``; this saves ``dirpath/last.ckpt`` first, so the requeued job (or the same
     command run again) resumes there. Errors (e.g. a non-finite loss) save nothing: the last good
     checkpoint is kept. (Lightning's OnExceptionCheckpoint saves on any error and deletes its
-    file at teardown, so it cannot serve here.)"""
+    file at teardown, so it cannot serve here.)
 
-    def __init__(self, dirpath: str):
+    ``sigterm_received`` (given by the training workflow): whether a SIGTERM came while fit was
+    starting, before Lightning installed its handler (which starts with a clean record); such a
+    SIGTERM stops fit at the first batch like one during training."""
+
+    def __init__(self, dirpath: str, sigterm_received=None):
         self.dirpath = Path(dirpath)
+        self.sigterm_received = sigterm_received
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.sigterm_received is not None and self.sigterm_received():
+            trainer._signal_connector.received_sigterm = True  # what Lightning's own handler records
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):

@@ -10,10 +10,11 @@ import re
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..noise_design import design_noise
 from .config import ConfigError, validate_sigmas
+from .overrides import REQUESTED, user_set_keys
 from .wandb_run import job_identity
 
 log = logging.getLogger(__name__)
@@ -103,20 +104,41 @@ def check_net_matches_data(net, data_shape: tuple) -> None:
 
 
 def apply_noise_design(cfg: DictConfig, datamodule) -> dict:
-    """sigmas.kind=auto: NCSNv2 techniques 1, 2 (and 4 with sigmas.set_step_lr) from the training
-    data. The chosen values replace the auto node with a geometric one (so they are saved in the
-    run's config and checkpoints); the design itself is returned (for results.json)."""
+    """sigmas.kind=auto: NCSNv2's techniques from the training data, each only for what is left
+    open: sigma_begin (technique 1) and num_scales (technique 2) where they are null, and
+    sampler.step_lr (technique 4) with sigmas.set_step_lr unless the command line or the sweep
+    sets sampler.step_lr. The values replace the auto node with a geometric one (so they are
+    saved in the run's config and checkpoints), and the auto node as composed is kept under
+    ``requested.sigmas`` (``overrides.REQUESTED``); the design itself is returned (for results.json)."""
     auto = cfg.sigmas
     if hasattr(datamodule, "prepare_data"):
         datamodule.prepare_data()
     datamodule.setup("fit")
+    given = {k for k in ("sigma_begin", "num_scales") if auto.get(k) is not None}
     try:
         design = design_noise(
-            datamodule.train_set, auto.sigma_end, auto.overlap, cfg.sampler.n_steps_each, auto.sample_size, cfg.seed
+            datamodule.train_set,
+            auto.sigma_end,
+            auto.overlap,
+            cfg.sampler.n_steps_each,
+            auto.sample_size,
+            cfg.seed,
+            sigma_begin=auto.get("sigma_begin"),
+            num_scales=auto.get("num_scales"),
         )
     except ValueError as e:
         raise ConfigError(f"sigmas.kind=auto: {e}") from None
+    if not auto.set_step_lr:
+        step_lr_note = "not applied: sigmas.set_step_lr=false"
+    elif "sampler.step_lr" in user_set_keys():
+        step_lr_note = f"not applied: sampler.step_lr={cfg.sampler.step_lr} given"
+    elif design["step_lr"] is None:
+        step_lr_note = "not applied: one level has no ratio gamma for technique 4"
+    else:
+        step_lr_note = "technique 4"
+    requested = OmegaConf.to_container(auto, resolve=True)
     with open_dict(cfg):
+        cfg[REQUESTED] = {**(cfg.get(REQUESTED) or {}), "sigmas": requested}  # the node as composed
         cfg.sigmas = {
             "_target_": "ncsn.sigmas.make_sigmas",
             "kind": "geometric",
@@ -124,21 +146,26 @@ def apply_noise_design(cfg: DictConfig, datamodule) -> dict:
             "sigma_end": float(auto.sigma_end),
             "num_scales": int(design["num_scales"]),
         }
-        if auto.set_step_lr:
+        if step_lr_note == "technique 4":
             cfg.sampler.step_lr = float(design["step_lr"])
+    source = {
+        k: "given" if k in given else f"technique {1 if k == 'sigma_begin' else 2}"
+        for k in ("sigma_begin", "num_scales")
+    }
     log.info(
-        "sigmas.kind=auto (NCSNv2 techniques 1, 2, 4): sigma_begin=%.4g sigma_end=%.4g num_scales=%d "
-        "gamma=%.5f overlap=%.4f step_lr=%.3g%s",
+        "sigmas.kind=auto: sigma_begin=%.4g (%s) sigma_end=%.4g num_scales=%d (%s) gamma=%s overlap=%s step_lr=%s (%s)",
         design["sigma_begin"],
+        source["sigma_begin"],
         design["sigma_end"],
         design["num_scales"],
-        design["gamma"],
-        design["overlap"],
-        design["step_lr"],
-        "" if auto.set_step_lr else " (not applied: sigmas.set_step_lr=false)",
+        source["num_scales"],
+        "-" if design["gamma"] is None else f"{design['gamma']:.5f}",
+        "-" if design["overlap"] is None else f"{design['overlap']:.3g}",
+        "-" if design["step_lr"] is None else f"{design['step_lr']:.3g}",
+        step_lr_note,
     )
     validate_sigmas(cfg)
-    return {k: float(v) for k, v in design.items()}
+    return {k: float(v) for k, v in design.items() if v is not None}
 
 
 def build_loggers(cfg: DictConfig, group: str | None, name: str | None) -> list:

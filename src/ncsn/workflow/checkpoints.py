@@ -9,25 +9,44 @@ import torch
 
 from .config import ConfigError
 
+#: What a file written by torch.save starts with: a zip archive, or (the legacy format) a pickle.
+_CHECKPOINT_HEADS = (b"PK\x03\x04", b"\x80")
+#: What torch's weights-only unpickler says of a pickle that would import or call something.
+_CODE_MARKERS = ("GLOBAL ", "unrecognized function", "Can only create new object", "must be imported to load")
+
 
 def load_weights_only(path: str | Path, key: str = "ckpt_path"):
     """torch.load with weights_only=True: a file holding arbitrary pickled objects is refused
-    (never executed). Every failure is a ConfigError naming ``key`` and the file."""
+    (never executed). Every failure is a ConfigError naming ``key`` and the file: "not a
+    checkpoint" for bytes torch.save never writes (random or text files), "refused" for a pickle
+    that would run code, "unreadable or truncated" for a damaged checkpoint."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{key}={str(path)!r}: no such checkpoint file")
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise ConfigError(f"{key}={str(path)!r}: cannot be read ({e.strerror or e})") from None
+    not_checkpoint = f"{key}={str(path)!r}: not a checkpoint (neither a zip archive nor a pickle as torch.save writes"
+    if not head.startswith(_CHECKPOINT_HEADS):
+        raise ConfigError(f"{not_checkpoint}; it starts with {head!r})")
+    try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling failed"
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        code = [ln for ln in lines if any(m in ln for m in _CODE_MARKERS)]
+        if code:
+            raise ConfigError(
+                f"{key}={str(path)!r}: refused, not a plain weights-only checkpoint "
+                f"(it holds objects that would run code when loaded): {code[0]}"
+            ) from None
+        detail = next((ln for ln in lines if not ln.startswith(("Weights only load failed", "Please file"))), "")
+        raise ConfigError(f"{not_checkpoint}: {detail or 'unpickling failed'})") from None
+    except Exception as e:  # noqa: BLE001 - a damaged zip or pickle: truncated, bad CRC, unreadable
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else ""
         raise ConfigError(
-            f"{key}={str(path)!r}: refused, not a plain weights-only checkpoint "
-            f"(it holds objects that would run code when loaded, or is corrupt): {first}"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - not a zip or pickle (a text file: KeyError), truncated, unreadable
-        raise ConfigError(
-            f"{key}={str(path)!r}: unreadable or truncated checkpoint "
-            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+            f"{key}={str(path)!r}: unreadable or truncated checkpoint ({type(e).__name__}: {first})"
         ) from None
 
 

@@ -173,13 +173,12 @@ def validate_train(cfg: DictConfig) -> None:
                 f"callbacks.best.monitor={callbacks.best.monitor!r} needs FID: set fid=classifier or "
                 "fid=inception (and keep callbacks.samples), or callbacks.best=null"
             )
-    if fid_on and callbacks.get("samples") is not None:
-        every, val_every = callbacks.samples.every_n_epochs, _get(cfg, "trainer.check_val_every_n_epoch") or 1
-        if every % val_every:
-            raise ConfigError(
-                f"callbacks.samples.every_n_epochs={every} is invalid: must be a multiple of "
-                f"trainer.check_val_every_n_epoch={val_every} (samples and FID run after validation)"
-            )
+    if callbacks.get("samples") is not None:  # the rule SampleCallback.setup applies, checked before any work
+        from ..training.callbacks import samples_interval_error
+
+        error = samples_interval_error(callbacks.samples.every_n_epochs, _get(cfg, "trainer.check_val_every_n_epoch"))
+        if error:
+            raise ConfigError(error)
     check_targets(cfg)
 
 
@@ -199,8 +198,16 @@ def validate_sample(cfg: DictConfig) -> None:
     )
     need(cfg, "torch_threads", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
     need(cfg, "nnpack", lambda v: isinstance(v, bool), "true or false")
-    modes = ("samples", "fid", "inpaint", "interpolate", "progression", "toy_figure")
+    modes = ("samples", "fid", "inpaint", "interpolate", "progression", "toy_figure", "score_error", "nll")
     need(cfg, "mode", lambda v: v in modes, f"one of {modes}")
+    need(cfg, "nll.n_images", lambda v: is_int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "nll.batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "nll.num_steps", lambda v: is_int(v) and v >= 2, "an integer >= 2")
+    need(cfg, "nll.rho", lambda v: is_number(v) and v > 0, "a number > 0")
+    need(cfg, "nll.estimator", lambda v: v in ("hutchinson", "exact"), "'hutchinson' or 'exact'")
+    need(cfg, "score_error.n_images", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
+    need(cfg, "score_error.n_noise", lambda v: is_int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "score_error.num_sigmas", lambda v: v is None or (is_int(v) and v >= 2), "null or an integer >= 2")
     need(cfg, "eval.n_samples", lambda v: is_int(v) and v >= 2, "an integer >= 2")
     need(cfg, "inpaint.n_images", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     need(cfg, "inpaint.n_per_image", lambda v: is_int(v) and v >= 1, "an integer >= 1")
@@ -215,7 +222,11 @@ def validate_sample(cfg: DictConfig) -> None:
 def validate_sigmas(cfg: DictConfig) -> None:
     need(cfg, "sigmas.kind", lambda v: v in ("geometric", "linear", "auto"), "'geometric', 'linear' or 'auto'")
     need(cfg, "sigmas.sigma_end", lambda v: is_number(v) and v > 0, "a number > 0")
-    if cfg.sigmas.kind == "auto":  # sigma_begin and num_scales are computed from the data
+    if cfg.sigmas.kind == "auto":  # sigma_begin and num_scales: null = computed from the data
+        sigma_end = cfg.sigmas.sigma_end
+        need(cfg, "sigmas.num_scales", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
+        ok_begin = lambda v: v is None or (is_number(v) and v > sigma_end)  # noqa: E731
+        need(cfg, "sigmas.sigma_begin", ok_begin, f"null or a number > sigmas.sigma_end={sigma_end}")
         need(cfg, "sigmas.overlap", lambda v: is_number(v) and 0 < v < 0.997, "a number in (0, 0.997)")
         need(cfg, "sigmas.sample_size", lambda v: v is None or (is_int(v) and v >= 2), "null or an integer >= 2")
         need(cfg, "sigmas.set_step_lr", lambda v: isinstance(v, bool), "true or false")

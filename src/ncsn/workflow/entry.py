@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,6 +20,51 @@ EXIT_OK, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
 
 class RunInterrupted(RuntimeError):
     """The run was interrupted (Ctrl-C): results.json says ``interrupted``; exit 130."""
+
+
+class Preempted(BaseException):
+    """SIGTERM outside Lightning's fit loop (start-up, final samples): the run stops there and
+    records ``preempted`` (exit 0). A BaseException, like KeyboardInterrupt, so no ``except
+    Exception`` on the way swallows it."""
+
+
+class SigtermGuard:
+    """SIGTERM at any moment of a training run ends it as ``preempted`` (exit 0).
+
+    Installed for the whole run (restoring the previous handler at the end). Where it ``raises``
+    (start-up, final samples) the first SIGTERM raises ``Preempted`` with the phase's name.
+    During ``trainer.fit`` and while results.json is written it is only recorded (``received``):
+    in fit's loops Lightning's own handler (which calls this one too) stops after the batch and
+    ``PreemptionCheckpoint`` saves ``last.ckpt``; one recorded while fit was starting is handed
+    to Lightning by ``PreemptionCheckpoint`` at the training start. ``before``: SIGTERMs recorded before the
+    run started (train.py records them from its first line)."""
+
+    def __init__(self, before=()):
+        self.received = bool(before)
+        self.where, self.raising = "start-up", True
+        self._previous = None
+
+    def __enter__(self) -> SigtermGuard:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        if self.received:
+            self.__exit__()
+            raise Preempted(self.where)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def phase(self, where: str, raising: bool) -> None:
+        self.where, self.raising = where, raising
+
+    def _handle(self, signum, frame) -> None:
+        first, self.received = not self.received, True
+        if first and self.raising:
+            self.raising = False
+            raise Preempted(self.where)
 
 
 def run_entry(fn: Callable[[DictConfig], object], cfg: DictConfig) -> int:
@@ -59,6 +106,11 @@ def record_bad_input(message: str) -> None:
     try:
         entries = set(os.listdir(out))
     except OSError:
+        return
+    if not os.access(out, os.W_OK):  # an unwritable run directory is left exactly as it was
+        for h in handlers:
+            logging.getLogger().removeHandler(h)
+            h.close()
         return
     if entries <= {log_file.name}:
         for h in handlers:

@@ -143,3 +143,42 @@ def finish_job(script: str, cfg, code: int, results: dict, run_dir: str | Path) 
     if value is None and optuna and results:
         raise TrialFailed(f"objective={key!r}: results.json has no finite value for it")
     return value
+
+
+def record_preempted_start_up(run_dir: Path, lock) -> dict:
+    """SIGTERM before training started: results.json says so (status ``preempted``,
+    ``preempted_in`` start-up, the step of the checkpoint a rerun resumes from), so no results.json
+    of an earlier run stays behind. Written only by the process that holds the run directory's
+    lock (``lock``), or can take it at once."""
+    import json
+    import logging
+
+    import torch
+
+    from .config import ConfigError, atomic_write_text
+    from .ranks import is_run_dir_writer
+    from .runlock import RunLock
+
+    results = {"status": "preempted", "preempted_in": "start-up"}
+    if not is_run_dir_writer():
+        return results
+    try:
+        held = lock or RunLock(run_dir).acquire()
+    except ConfigError:  # in use by another process, or unwritable: not ours to write
+        return results
+    try:
+        last, step = run_dir / "checkpoints" / "last.ckpt", 0
+        if last.is_file():
+            try:
+                step = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))
+            except Exception:  # noqa: BLE001 - an unreadable checkpoint: the rerun will say so
+                step = None
+        results["global_step"] = step
+        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
+    finally:
+        if held is not lock:
+            held.release()
+    logging.getLogger(__name__).warning(
+        "SIGTERM before training started (at global step %s); run the same command again", step
+    )
+    return results

@@ -8,7 +8,11 @@ end, error, SIGTERM, Ctrl-C: ``release`` in a ``finally``); a process killed wit
 release it, but the kernel drops its ``flock``, and the next process takes the stale lock over
 (logged). Where the filesystem offers no ``flock`` (some network filesystems), the pid and host
 recorded in the file decide: a lock of a dead process on the same host is stale; a lock held on
-another host is refused (remove the file by hand once that run is gone).
+another host is refused (remove the file by hand once that run is gone). A run directory that
+cannot be created or written (read-only, full) is refused with one ``error:`` line (exit 2).
+
+The holder then removes the temporary files that writers killed mid-write left behind
+(``remove_stale_temp_files``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -51,9 +56,22 @@ class RunLock:
     def __init__(self, run_dir: Path):
         self.path = Path(run_dir) / LOCK_NAME
         self.fd: int | None = None
+        self.made_dir = False  # the directory was created by acquire: release removes it when empty
 
     def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._acquire()
+        except OSError as e:  # read-only, full, not a directory, no permission
+            self.release()
+            raise ConfigError(
+                f"run directory {self.path.parent} is not writable ({e.strerror or e}: "
+                f"{e.filename or self.path}); use another hydra.run.dir"
+            ) from None
+
+    def _acquire(self) -> RunLock:
+        if not self.path.parent.is_dir():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.made_dir = True
         for _ in range(10):  # retried only when the file was replaced between open and lock
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
@@ -72,11 +90,11 @@ class RunLock:
                 raise
             if holder and holder.get("pid") != os.getpid():
                 log.warning("run directory %s: took over a stale lock of %s", self.path.parent, _describe(holder))
+            self.fd = fd  # held from here: release() drops it on any failure below
             me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
-            os.fsync(fd)
-            self.fd = fd
+            os.fsync(fd)  # a full disk fails here, before anything else of the run is written
             return self
         raise ConfigError(f"run directory {self.path.parent}: could not take {self.path} (it keeps changing)")
 
@@ -115,17 +133,51 @@ class RunLock:
         )
 
     def release(self) -> None:
-        if self.fd is None:
-            return
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-        os.close(self.fd)  # closing drops the flock
-        self.fd = None
+        if self.fd is not None:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+        if self.made_dir:
+            try:
+                self.path.parent.rmdir()  # only when empty: a refused run leaves no directory
+            except OSError:
+                pass
+            self.made_dir = False
 
     def __enter__(self) -> RunLock:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+#: ``.<name>.tmp<pid>``: the temporary file of an atomic write (checkpoints, config, results, metrics)
+_TEMP = re.compile(r"^\..+\.tmp(\d+)$")
+
+
+def remove_stale_temp_files(run_dir: Path) -> list[Path]:
+    """Remove the temporary files of atomic writes that a process killed mid-write left in the run
+    directory, its ``checkpoints/`` and ``.hydra/`` (a checkpoint's worth of disk each): those
+    whose writer (the pid in the name) is dead, or is this process (which has written nothing
+    yet). Call with the run lock held. Returns the removed paths."""
+    removed = []
+    for folder in (run_dir, run_dir / "checkpoints", run_dir / ".hydra"):
+        try:
+            names = os.listdir(folder)
+        except OSError:
+            continue
+        for name in names:
+            match = _TEMP.match(name)
+            if not match or (int(match[1]) != os.getpid() and _pid_alive(int(match[1]))):
+                continue
+            try:
+                (folder / name).unlink()
+                removed.append(folder / name)
+            except OSError:
+                pass
+    if removed:
+        log.info("removed %d temporary file(s) left by killed writers: %s", len(removed), ", ".join(map(str, removed)))
+    return removed

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from ..checks import cannot_write, unwritable
 from ..speed import NNPACKConv2d, nnpack_convs
 from .build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data
 from .checkpoints import check_architecture, load_checkpoint, net_state_dict
 from .config import CONF_DIR, ConfigError, atomic_write_text, validate_sample, validate_sigmas, write_hydra_record
+from .overrides import check_overrides_honoured
 from .reference import reference_checkpoint
 from .sample_modes import ModeContext, check_mode
 
@@ -100,9 +105,12 @@ def sample(cfg: DictConfig) -> dict:
     """mode=samples: draw ``sampler.n_samples`` samples; write samples.npz, samples.png and
     results.json. Other modes: see ``sample_modes``."""
     validate_sample(cfg)
+    out_dir = Path(cfg.out_dir)
+    problem = unwritable(out_dir, "out_dir")  # read-only or full: refused before any work
+    if problem:
+        raise ConfigError(problem)
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
-    out_dir = Path(cfg.out_dir)
     device = resolve_device(cfg.device)
     rank, world_size = distributed_rank()
     if world_size > 1 and device == "cuda":
@@ -116,20 +124,76 @@ def sample(cfg: DictConfig) -> dict:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["sampler"] = OmegaConf.to_container(sampler_cfg)  # the settings actually used
     resolved["train_config"] = OmegaConf.to_container(train_cfg)
-    atomic_write_text(out_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
-    write_hydra_record(out_dir)
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_overrides_honoured(resolved)  # every key the user set holds its value, or exit 2
     mode = check_mode(cfg.mode, sampler, world_size)
     ctx = ModeContext(cfg, train_cfg, net, datamodule, sampler, out_dir, device, rank, world_size)
     results = {"status": "finished", "mode": cfg.mode, "ckpt_path": str(cfg.ckpt_path)}
     results["nnpack_convs"] = sum(isinstance(m, NNPACKConv2d) for m in net.modules())  # convs on NNPACK
-    try:
-        results.update(mode.run(ctx))
-    except ValueError as e:  # a sampler setting this network cannot take (e.g. sampler.num_steps)
-        if isinstance(e, ConfigError) or not str(e).startswith("sampler."):
-            raise
-        raise ConfigError(str(e)) from None
-    if rank == 0:
-        atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
+    with refused_leaves_nothing(out_dir):
+        atomic_write_text(out_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        write_hydra_record(out_dir)
+        try:
+            results.update(mode.run(ctx))
+        except ValueError as e:  # a sampler setting this network cannot take (e.g. sampler.num_steps)
+            if isinstance(e, ConfigError) or not str(e).startswith("sampler."):
+                raise
+            raise ConfigError(str(e)) from None
+        if rank == 0:
+            atomic_write_text(out_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
     return results
+
+
+#: OSErrors of a write that has no room (or may not write) wherever it happens
+_NO_ROOM = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
+
+@contextmanager
+def refused_leaves_nothing(out_dir: Path):
+    """The writing part of a sample.py run. A write that fails for want of room or permission in
+    ``out_dir`` becomes a ConfigError (one line, exit 2). On a ConfigError the files and folders
+    this run added to ``out_dir`` (and its ``.hydra``) are removed again, ``out_dir`` itself when
+    this run made it, and an earlier run's record is put back: a refused run leaves what was there
+    before (a fresh run directory: only Hydra's job log, which ``record_bad_input`` removes)."""
+    before = _entries(out_dir) if out_dir.is_dir() else None
+    try:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            yield
+        except OSError as e:
+            inside = e.filename is not None and Path(e.filename).absolute().is_relative_to(out_dir.absolute())
+            if e.errno not in _NO_ROOM and not inside:
+                raise
+            raise ConfigError(cannot_write(out_dir, "out_dir", e)) from None
+    except ConfigError:
+        if before is None:
+            shutil.rmtree(out_dir, ignore_errors=True)
+            raise
+        for path in set(_entries(out_dir)) - set(before):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        for path, record in before.items():
+            if record is not None and _text(path) != record:
+                try:
+                    atomic_write_text(path, record)  # the earlier run's record, overwritten by this run's
+                except OSError:
+                    pass
+        raise
+
+
+def _entries(out_dir: Path) -> dict:
+    """{path: None} of what ``out_dir`` and its ``.hydra`` hold; the record files (``.hydra/*.yaml``,
+    a few kB) with their text."""
+    record = out_dir / ".hydra"
+    entries = {p: None for p in out_dir.iterdir()}
+    if record.is_dir():
+        entries.update({p: _text(p) if p.suffix == ".yaml" else None for p in record.iterdir()})
+    return entries
+
+
+def _text(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None

@@ -10,6 +10,8 @@ statistics are summed across ranks).
 
 from __future__ import annotations
 
+import csv
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,16 +20,27 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from ..data.base import train_split
-from ..figures import save_grid, save_inpainting_grid, save_progression, save_samples_figure, toy_figure
+from ..figures import (
+    save_inpainting_grid,
+    save_interpolation_grid,
+    save_loss_by_sigma,
+    save_progression,
+    save_samples_figure,
+    toy_figure,
+)
+from ..metrics.likelihood import check_continuous, image_bpd
+from ..metrics.score_error import fair_sigma, score_error_by_sigma
 from ..sampling import KINDS, Sampler, dataset_mean
+from ..sampling.frames import frame_labels
 from ..sampling.inpainting import InpaintHooks, apply_mask, make_mask
 from ..sampling.interpolation import interpolate
 from ..sampling.seeds import SampleNoise
-from .config import ConfigError
+from ..sampling.toy_panels import toy_panels
+from .config import ConfigError, atomic_write_text
 from .evaluation import build_fid_for
 
 
@@ -158,12 +171,52 @@ def run_fid(ctx: ModeContext) -> dict:
         "world_size": ctx.world_size,
     }
     for v in variants:
-        out[f"fid/{v}"] = fids[v].compute()  # summed across ranks under torch.distributed
-    out["fid"] = out["fid/denoised"] if sampler.denoise else out["fid/no_denoise"]
+        out.update(fids[v].scores(f"fid/{v}"))  # FID and KID, summed across ranks under torch.distributed
+    pick = "/denoised" if sampler.denoise else "/no_denoise"
+    picked = ("fid", "kid", "kid_std", "fid_ci_low", "fid_ci_high")
+    out.update({k: out[k + pick] for k in picked if k + pick in out})
     if ev.save_npz:  # uint8 N x H x W x C, the layout TTUR / pytorch-fid read
         arrays = {("samples" if v == variants[0] else f"samples_{v}"): np.concatenate(kept[v]) for v in variants}
         np.savez(ctx.out_dir / "fid_samples.npz", **arrays)
     return out
+
+
+def run_nll(ctx: ModeContext) -> dict:
+    """Bits/dim of the first ``nll.n_images`` images of the data module's validation split by the
+    probability-flow ODE (``ncsn.metrics.likelihood``: Heun at ``nll.num_steps`` sigmas, uniform
+    dequantization, Hutchinson or exact trace); sigma-continuous networks only. fp32, no sampler."""
+    _need_images(ctx, "nll")
+    try:
+        check_continuous(ctx.net)
+    except ValueError as e:
+        raise ConfigError(f"mode=nll: {e}") from None
+    nc, dm = ctx.cfg.nll, ctx.datamodule
+    held = dm.load_split(dm.val_split)
+    if nc.n_images > len(held):
+        raise ConfigError(f"nll.n_images={nc.n_images} is invalid: the {dm.val_split!r} split has {len(held)} images")
+    bpd, fit, nfe = [], [], 0
+    start = time.perf_counter()
+    bar = tqdm(total=nc.n_images, desc="bits/dim", unit="img", dynamic_ncols=True)
+    for chunk in torch.arange(nc.n_images).split(nc.batch_size):
+        x = torch.stack([held[int(i)][0] for i in chunk]).to(ctx.device)
+        b, res = image_bpd(ctx.net, x, chunk, ctx.cfg.seed, dm.levels, nc.num_steps, nc.rho, nc.estimator)
+        bpd.append(b.cpu())
+        fit.append(res.prior_fit.cpu())
+        nfe = res.nfe
+        bar.update(len(chunk))
+    bar.close()
+    bpd = torch.cat(bpd)
+    return {
+        "bpd": float(bpd.mean()),
+        "bpd_se": float(bpd.std() / len(bpd) ** 0.5) if len(bpd) > 1 else float("nan"),
+        "nll/n_images": nc.n_images,
+        "nll/split": dm.val_split,
+        "nll/num_steps": nc.num_steps,
+        "nll/estimator": nc.estimator,
+        "nll/prior_fit": float(torch.cat(fit).mean()),
+        "nfe": nfe,
+        "time_s": time.perf_counter() - start,
+    }
 
 
 def run_inpaint(ctx: ModeContext) -> dict:
@@ -216,7 +269,7 @@ def run_interpolate(ctx: ModeContext) -> dict:
         data_mean=ctx.data_mean(),
     )
     rows = rows.clamp(0, 1).cpu()
-    save_grid(rows.flatten(0, 1), ctx.out_dir / "interpolation.png", nrow=ic.n_interp)
+    save_interpolation_grid(rows, ctx.out_dir / "interpolation.png", ctx.cfg.seed, ic.seed_b)
     np.savez(ctx.out_dir / "interpolation.npz", samples=rows.numpy())
     return {"n_rows": ic.n_rows, "n_interp": ic.n_interp}
 
@@ -227,8 +280,12 @@ def run_progression(ctx: ModeContext) -> dict:
     _need_images(ctx, "progression")
     res = ctx.draw(n=ctx.cfg.progression.n_show, keep_frames=True)
     frames = [f.clamp(0, 1) for f in res.frames] + ([res.samples.clamp(0, 1).cpu()] if ctx.sampler.denoise else [])
+    grid = ctx.sampler.grid(ctx.net.sigmas, bool(getattr(ctx.net, "continuous", False)))
+    labels = frame_labels(ctx.sampler.kind, grid, ctx.sampler.n_steps_each)
+    labels += ["denoised"] if ctx.sampler.denoise else []
     save_progression(
         frames,
+        labels,
         ctx.out_dir / "progression.png",
         ctx.out_dir / "progression.gif",
         n_show=ctx.cfg.progression.n_show,
@@ -244,32 +301,87 @@ def run_toy_figure(ctx: ModeContext) -> dict:
     if mixture is None:
         raise ConfigError("mode=toy_figure needs a checkpoint trained on the toy mixture (experiment=toy_gmm)")
     net, sampler = ctx.net.cpu(), ctx.sampler
-    weights = toy_figure(
+    panels = toy_panels(
         mixture,
         net.sigmas.cpu(),
         sampler.wrap(net),
-        ctx.out_dir / "toy_figure.png",
         n=sampler.n_samples,
         step_lr=sampler.step_lr,
         n_steps_each=sampler.n_steps_each,
         seed=ctx.cfg.seed,
         init_low=sampler.init_low,
         init_high=sampler.init_high,
-        learned_samples=lambda: sampler(net, net.sigmas, (mixture.dim,), ctx.cfg.seed, "cpu", progress=False).samples,
-        learned_label=sampler.kind,
+        learned_samples=sampler(net, net.sigmas, (mixture.dim,), ctx.cfg.seed, "cpu", progress=False).samples,
     )
-    return {f"toy/figure_{k}": v for k, v in weights.items()}
+    toy_figure(panels, ctx.out_dir / "toy_figure.png", learned_label=sampler.kind)
+    return {f"toy/figure_{k}": v for k, v in panels.numbers().items()}
 
+
+def run_score_error(ctx: ModeContext) -> dict:
+    """The network's score against the exact score of the Gaussian-smoothed training split, per
+    sigma on the (first ``score_error.n_images``) validation images (``metrics.score_error``):
+    score_error.csv, score_error.png (DSM loss, its floor and the score error against sigma)."""
+    sc, net, device = ctx.cfg.score_error, ctx.net, ctx.device
+    levels = net.sigmas.detach().cpu().double()
+    if sc.num_sigmas is not None and not getattr(net, "continuous", False):
+        raise ConfigError(
+            f"score_error.num_sigmas={sc.num_sigmas} is invalid for this network: it is conditioned on its "
+            f"{len(levels)} training levels, must be null (evaluate at the levels)"
+        )
+    lo, hi = float(levels[0].log10()), float(levels[-1].log10())
+    grid = levels if sc.num_sigmas is None else torch.logspace(lo, hi, sc.num_sigmas, dtype=torch.float64)
+    ctx.datamodule.setup("fit")
+    train = next(iter(torch.utils.data.DataLoader(train_split(ctx.datamodule), batch_size=10**9)))[0].to(device)
+    val = ctx.datamodule.val_set
+    held = torch.stack([val[i][0] for i in range(min(sc.n_images or len(val), len(val)))]).to(device)
+    score, full = ctx.sampler.wrap(net), torch.full((len(held),), 0, device=device)
+
+    def score_at(x, k):  # the network as the sampler calls it: at level k, or at a grid sigma
+        cond = full[: len(x)] + k if sc.num_sigmas is None else full[: len(x)].to(x.dtype) + float(grid[k])
+        return score(x, cond)
+
+    start, power = time.perf_counter(), float(OmegaConf.select(ctx.train_cfg, "loss.anneal_power", default=2.0))
+    gen = torch.Generator(device=device).manual_seed(ctx.cfg.seed)
+    rows = score_error_by_sigma(score_at, train, held, grid, power, sc.n_noise, gen, ctx.sampler.batch_size)
+    fair = fair_sigma(held, train)
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=["level", *rows[0], "fair"], lineterminator="\n")
+    w.writeheader()
+    for k, r in enumerate(rows):
+        w.writerow({"level": k if sc.num_sigmas is None else "", **r, "fair": r["sigma"] >= fair})
+    atomic_write_text(ctx.out_dir / "score_error.csv", text.getvalue())
+    curves = [(name, [r["sigma"] for r in rows], [r[key] for r in rows]) for name, key in SCORE_ERROR_CURVES]
+    title = f"{len(held)} held-out images, {sc.n_noise} noise draws; smoothed-set reference fair for sigma >= {fair:.3g}"
+    save_loss_by_sigma(curves, ctx.out_dir / "score_error.png", title, ylabel=f"sigma^{power:g}-weighted, per image")
+    fair_rows = [r["rel_score_error"] for r in rows if r["sigma"] >= fair]
+    return {
+        "score_error/fair_sigma": fair,
+        "score_error/fair_sigma_per_dim": fair / float(np.sqrt(held[0].numel())),
+        "score_error/rel_error_fair": float(np.mean(fair_rows)) if fair_rows else None,
+        "score_error/n_train": len(train),
+        "score_error/n_images": len(held),
+        "score_error/n_sigmas": len(rows),
+        "time_s": time.perf_counter() - start,
+    }
+
+
+SCORE_ERROR_CURVES = (
+    ("network DSM loss", "loss"),
+    ("DSM loss of the smoothed training set's score", "floor"),
+    ("score error 1/2 sigma^p |s - s_ref|^2", "score_error"),
+)
 
 _HOOKED = tuple(k for k, v in KINDS.items() if v.hooks)
 
 MODES: dict[str, Mode] = {
     "samples": Mode(run_samples),
     "fid": Mode(run_fid, distributed=True),
+    "nll": Mode(run_nll),
     "inpaint": Mode(run_inpaint, _HOOKED, "inpainting is NCSN Algorithm 2, hooks of the annealed Langevin loop"),
     "interpolate": Mode(run_interpolate),
     "progression": Mode(run_progression),
     "toy_figure": Mode(run_toy_figure),
+    "score_error": Mode(run_score_error),
 }
 
 

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from ..data.base import DataError, train_split
 from ..figures import save_samples_figure, toy_figure
 from ..sampling import dataset_mean
+from ..sampling.toy_panels import toy_panels
 from ..speed import to_channels_last
 from ..training.checkpoint_io import AtomicCheckpointIO
 from ..training.loggers import NcsnWandbLogger, log_run_end, trim_metrics
@@ -41,11 +42,14 @@ from .build import (
 )
 from .checkpoints import load_checkpoint, resolve_resume
 from .config import ConfigError, atomic_write_text, record_run_config, validate_train
-from .entry import RunInterrupted
+from .entry import Preempted, RunInterrupted, SigtermGuard
 from .evaluation import build_training_fid, check_fid_weights
+from .overrides import check_overrides_honoured
 from .ranks import DDP_LAUNCH_ENV, is_run_dir_writer, pin_ddp_children_to_this_job, restore_env
-from .run_summary import best_metric
-from .runlock import RunLock
+from .resources import check_batch_fits, check_resources
+from .run_summary import best_metric, record_preempted_start_up
+from .runlock import RunLock, remove_stale_temp_files
+from .search import trial_pruning
 from .wandb_run import job_identity
 
 log = logging.getLogger(__name__)
@@ -59,44 +63,71 @@ def hydra_job_info() -> tuple[list[str], str | None, str | None]:
     return list(HydraConfig.get().overrides.task), identity["group"], identity["name"]
 
 
-def train(cfg: DictConfig) -> dict:
-    """train.py: prepare the run, build the trainer, fit and record. Returns results.json's dict."""
+def train(cfg: DictConfig, sigterm_before=()) -> dict:
+    """train.py: validate, lock the run directory, prepare the run, build the trainer, fit and
+    record. Returns results.json's dict. A SIGTERM at any moment (``sigterm_before``: the ones
+    train.py recorded before this call) ends the run as ``preempted`` (``entry.SigtermGuard``)."""
     saved_env = {k: os.environ.get(k) for k in DDP_LAUNCH_ENV}
     lock = None
     try:
-        run = prepare_run(cfg)
-        lock = take_run_dir(cfg, run)
-        trainer = build_trainer(cfg, run)
-        return fit_and_record(cfg, run, trainer)
+        with SigtermGuard(sigterm_before) as guard:
+            try:
+                validate_train(cfg)  # the config alone: nothing of the run directory is read before the lock
+                lock = take_run_dir(cfg)
+                run = prepare_run(cfg)
+                check_overrides_honoured(run.resolved)  # every key the user set holds its value, or exit 2
+                notes = settle_resume(run) if lock is not None else []
+                trainer = build_trainer(cfg, run, lambda: guard.received)
+            except Preempted:
+                guard.phase("recording", raising=False)
+                return record_preempted_start_up(Path(cfg.paths.run_dir), lock)
+            return fit_and_record(cfg, run, trainer, guard, notes)
+    except Preempted:  # the SIGTERM came before the guard's first line ran (train.py recorded it)
+        return record_preempted_start_up(Path(cfg.paths.run_dir), lock)
     finally:
         if lock is not None:
             lock.release()
         restore_env(saved_env)
 
 
-def take_run_dir(cfg: DictConfig, run: Run) -> RunLock | None:
-    """After validation, before anything is written: lock the run directory (one writer per run
-    directory; other ranks of this run take no lock), then settle what resume finds under the
-    lock (an automatic resume looks for last.ckpt again) and move metrics.csv's rows past the
-    checkpoint to metrics.dropped.csv (``training.loggers.trim_metrics``)."""
+def take_run_dir(cfg: DictConfig) -> RunLock | None:
+    """Before anything of the run directory is read or written: lock it (one writer per run
+    directory; other ranks of this run take no lock; an unwritable directory is refused), remove
+    the temporary files killed writers left."""
     if not is_run_dir_writer():
         return None
-    lock = RunLock(run.run_dir).acquire()
+    run_dir = Path(cfg.paths.run_dir)
+    lock = RunLock(run_dir).acquire()
     try:
-        if cfg.ckpt_path is None:
-            run.ckpt_path = resolve_resume(None, run.run_dir, run.model.net)
-        step, pending = 0, False
-        if run.ckpt_path is not None:
-            ckpt = load_checkpoint(run.ckpt_path)
-            step = int(ckpt.get("global_step", 0))
-            pending = bool((ckpt.get(PROGRESS_KEY) or {}).get("val_pending", False))
-        dropped = trim_metrics(run.run_dir / "metrics.csv", step, pending)
-        if dropped:
-            log.info("resume at step %d: moved %d rows of metrics.csv past it to metrics.dropped.csv", step, dropped)
+        remove_stale_temp_files(run_dir)
     except BaseException:
         lock.release()
         raise
     return lock
+
+
+def settle_resume(run: Run) -> list[str]:
+    """Under the lock: move metrics.csv's rows past the checkpoint resumed from to
+    metrics.dropped.csv (``training.loggers.trim_metrics``). A checkpoint without our progress
+    record (``training.resume.PROGRESS_KEY``: one of an older version) is resumed with a warning
+    (returned, for results.json): Lightning's own loop counters place it."""
+    step, pending, notes = 0, False, []
+    if run.ckpt_path is not None:
+        ckpt = load_checkpoint(run.ckpt_path)
+        step = int(ckpt.get("global_step", 0))
+        progress = ckpt.get(PROGRESS_KEY)
+        pending = bool((progress or {}).get("val_pending", False))
+        if progress is None:
+            notes.append(
+                f"ckpt_path={run.ckpt_path!r} has no {PROGRESS_KEY} record: resumed from Lightning's loop "
+                "counters, so the epoch count, the batches left in the epoch and a validation due at the "
+                "checkpoint may differ from a run never stopped (weights, optimizer and random states are exact)"
+            )
+            log.warning("resume: %s", notes[-1])
+    dropped = trim_metrics(run.run_dir / "metrics.csv", step, pending)
+    if dropped:
+        log.info("resume at step %d: moved %d rows of metrics.csv past it to metrics.dropped.csv", step, dropped)
+    return notes
 
 
 @dataclass
@@ -115,27 +146,31 @@ class Run:
 
 
 def prepare_run(cfg: DictConfig) -> Run:
-    """Validate the config and build the data, the noise levels, the network and the model.
-    Nothing is written to the run directory here: a bad input stops before any file exists."""
-    validate_train(cfg)
+    """Build the data, the noise levels, the network and the model of a validated config (under
+    the run lock). Nothing is written to the run directory here: a bad input stops before any file
+    exists. Sizes that cannot fit are refused before they are allocated (``resources``)."""
     if cfg.torch_threads is not None:
         torch.set_num_threads(cfg.torch_threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.sigmas.kind != "auto":
-        build_sigmas(cfg)  # bad noise levels stop the run before anything else is built
-    build_sampler(cfg.sampler)  # validates sampler.* (the callbacks build their own from the same node)
-    check_fid_weights(cfg)
     world = world_size(cfg.trainer)
     datamodule = build_datamodule(cfg, world)
     datamodule.shuffle_seed = cfg.seed
+    if cfg.sigmas.kind != "auto":  # auto: num_scales is known once the data is read (below)
+        check_resources(cfg, world, tuple(datamodule.data_shape))
+        build_sigmas(cfg)  # bad noise levels stop the run before anything else is built
+    build_sampler(cfg.sampler)  # validates sampler.* (the callbacks build their own from the same node)
+    check_fid_weights(cfg)
     design = {}
     try:
         if hasattr(datamodule, "check"):
             datamodule.check()
         if not getattr(datamodule, "download", False):
             datamodule.setup("fit")  # a malformed or refused data file stops here, before anything is written
+        if getattr(datamodule, "train_set", None) is not None:
+            check_batch_fits(cfg.data.batch_size, world, len(datamodule.train_set))
         if cfg.sigmas.kind == "auto":
             design = apply_noise_design(cfg, datamodule)
+            check_resources(cfg, world, tuple(datamodule.data_shape))
     except DataError as e:
         raise ConfigError(str(e)) from None
     sigmas = build_sigmas(cfg)
@@ -160,16 +195,21 @@ def prepare_run(cfg: DictConfig) -> Run:
     return Run(run_dir, world, datamodule, model, fid, resolved, ckpt_path, overrides, design)
 
 
-def build_trainer(cfg: DictConfig, run: Run) -> L.Trainer:
-    """The Trainer with the configured callbacks (the samples callback gets the training FID),
-    loggers and atomic checkpoint writes."""
+def build_trainer(cfg: DictConfig, run: Run, sigterm_received=None) -> L.Trainer:
+    """The Trainer with the configured callbacks (the samples callback gets the training FID, the
+    preemption callback ``sigterm_received``), loggers and atomic checkpoint writes."""
     callbacks = []
     for key, node in (cfg.get("callbacks") or {}).items():
         if node is None:
             continue
         extra = {"fid": run.fid} if key == "samples" else {}
+        if key == "preemption" and sigterm_received is not None:
+            extra = {"sigterm_received": sigterm_received}
         with user_errors(f"callbacks.{key}"):
             callbacks.append(instantiate(node, **extra))
+    pruning = trial_pruning(cfg.get("objective") or "fid")  # a trial of an Optuna search: after samples
+    if pruning is not None:
+        callbacks.append(pruning)
     _, group, name = hydra_job_info()
     loggers = build_loggers(cfg, group, name)
     best = best_metric(run.run_dir / "metrics.csv")  # a resume: the rows up to its step (take_run_dir)
@@ -192,9 +232,11 @@ def build_trainer(cfg: DictConfig, run: Run) -> L.Trainer:
     return trainer
 
 
-def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer) -> dict:
+def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer, guard: SigtermGuard, notes=()) -> dict:
     """Record the config, fit (resuming from ``run.ckpt_path``), then write results.json and the
-    final samples (on rank 0) and close the loggers and the process group."""
+    final samples (on rank 0) and close the loggers and the process group. A SIGTERM during fit
+    is Lightning's (``PreemptionCheckpoint``); one during the final samples stops them; either
+    way results.json says ``preempted`` and where (``preempted_in``)."""
     if rank_zero_only.rank == 0:
         record_run_config(run.run_dir, run.resolved, run.overrides, cfg.allow_config_change)
     else:  # each other rank records what it runs (its own file; shared files are rank 0's)
@@ -204,7 +246,8 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer) -> dict:
         )
     pin_ddp_children_to_this_job(run.run_dir)
     model, datamodule = run.model, run.datamodule
-    status, error = "finished", None
+    status, error, where = "finished", None, None
+    guard.phase("training", raising=False)  # Lightning stops fit after the batch (PreemptionCheckpoint)
     try:
         with warnings.catch_warnings():
             # our training loaders resume mid-epoch exactly (training.resume.resume_position);
@@ -213,8 +256,12 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer) -> dict:
             trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt_path, weights_only=True)
         if trainer.interrupted:
             status = "interrupted"
+        elif any(getattr(c, "pruned", False) for c in trainer.callbacks):
+            status = "pruned"  # an Optuna trial stopped early on its intermediate FID: no final samples
+        elif guard.received:  # SIGTERM after the last batch's check: fit ended, the final samples do not run
+            status, where = "preempted", "training"
     except SIGTERMException:
-        status = "preempted"  # last.ckpt was saved by PreemptionCheckpoint; exit 0, rerun to resume
+        status, where = "preempted", "training"  # last.ckpt was saved by PreemptionCheckpoint; exit 0, rerun to resume
         log.warning(
             "SIGTERM: saved %s; run the same command again to resume", run.run_dir / "checkpoints" / "last.ckpt"
         )
@@ -232,6 +279,7 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer) -> dict:
         status, error = "failed", f"{type(e).__name__}: {e}"
         raise
     finally:
+        guard.phase("recording", raising=False)
         results = {}
         if trainer.is_global_zero:
             metrics = trainer.callback_metrics.items()
@@ -246,11 +294,21 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer) -> dict:
             results.update({f"noise_design/{k}": v for k, v in run.noise_design.items()})
             if error:
                 results["error"] = error
-            if model.loss_warning:
-                results["warnings"] = [model.loss_warning]
+            notes = [*notes, *([model.loss_warning] if model.loss_warning else [])]
+            if notes:
+                results["warnings"] = notes
             if status == "finished":
-                # Lightning's teardown has moved the module back to the CPU: sample where it trained
-                results.update(final_samples(cfg, model, datamodule, run.run_dir, trainer.strategy.root_device))
+                try:
+                    guard.phase("final samples", raising=True)
+                    # Lightning's teardown has moved the module back to the CPU: sample where it trained
+                    results.update(final_samples(cfg, model, datamodule, run.run_dir, trainer.strategy.root_device))
+                    guard.phase("recording", raising=False)
+                except Preempted:
+                    status, where = "preempted", "final samples"
+                    log.warning("SIGTERM during the final samples; run the same command again to draw them")
+                results["status"] = status
+            if where:
+                results["preempted_in"] = where
             atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
             try:  # final samples, toy figure and results.json's numbers to W&B
                 log_run_end(trainer.loggers, run.run_dir, results, trainer.global_step)
@@ -260,7 +318,7 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer) -> dict:
             if isinstance(logger, WandbLogger):  # jobs of a sweep must not bleed into each other
                 import wandb
 
-                wandb.finish(exit_code=0 if status in ("finished", "preempted") else 1)
+                wandb.finish(exit_code=0 if status in ("finished", "preempted", "pruned") else 1)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()  # the next job of a sweep starts its own group
     return results
@@ -299,19 +357,18 @@ def final_samples(cfg: DictConfig, model: ScoreModel, datamodule, run_dir: Path,
         out["toy/mode_weights"] = [round(float(v), 4) for v in w]
         out["toy/weight_error"] = float((w - mixture.weights).abs().max())
         # NCSN Fig. 3: data, plain and annealed Langevin with exact scores, the learned score field
-        weights = toy_figure(
+        panels = toy_panels(
             mixture,
             model.sigmas.cpu(),
             sampler.wrap(net.cpu()),
-            run_dir / "samples" / "toy_figure.png",
             n=sampler.n_samples,
             step_lr=sampler.step_lr,
             n_steps_each=sampler.n_steps_each,
             seed=cfg.seed,
             init_low=sampler.init_low,
             init_high=sampler.init_high,
-            learned_samples=lambda: res.samples.cpu(),
-            learned_label=sampler.kind,
+            learned_samples=res.samples.cpu(),
         )
-        out.update({f"toy/figure_{k}": v for k, v in weights.items()})
+        toy_figure(panels, run_dir / "samples" / "toy_figure.png", learned_label=sampler.kind)
+        out.update({f"toy/figure_{k}": v for k, v in panels.numbers().items()})
     return out

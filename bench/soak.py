@@ -1,0 +1,372 @@
+"""Soak: a 3-job Hydra multirun with DDP on 2 CPU processes, interrupted again and again.
+
+The same ``train.py -m`` command (the tiny digits default: small net, frequent checkpoints,
+validation, samples and FID) first runs straight to the end in one sweep directory (the
+reference). Then, in a second sweep directory, it is started, and at a random moment (uniform in
+[0, the straight run's wall time], a fixed RNG seed) receives SIGKILL (to its whole process
+group, as the OOM killer or a node failure would), SIGTERM or SIGINT (to the launching process,
+as ``kill PID`` / SLURM / a user would); the same command is started again after each, with the
+same ``hydra.sweep.dir``. After ``--signals`` signals it runs to completion. Checks, per job:
+
+* weights: ``checkpoints/last.ckpt`` (network, EMA, optimizer state) equals the straight run's
+  (max abs diff, tolerance ``--atol``: 0 by default);
+* metrics: metrics.csv rows unique and in step order, and the same rows (step, keys, values but
+  timings) as the straight run;
+* W&B: every offline run of the job carries the job's id (``logger.wandb.id`` +
+  ``resume=allow``: one W&B run after ``wandb sync``; the ids differ between jobs), and the
+  straight run's W&B history holds train/loss at every step (the soaked one is only counted: a
+  SIGKILL loses what W&B had buffered);
+* results.json: status finished at ``trainer.max_steps``; no temporary files left;
+* each signal: SIGTERM exits 0, SIGINT 130, both within ``--stop-s`` seconds and without
+  training more than 2 steps past the signal; no process of the command left running.
+
+Prints one line per signal, a summary table, and exits 1 on any violation (0 otherwise).
+
+    python bench/soak.py                  # 50 signals (docs/runs.md: its result)
+    python bench/soak.py --quick          # 6 signals, fewer steps (tests/test_soak.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from ncsn.training.wandb_offline import read_offline_run  # noqa: E402
+
+SEEDS = (1, 2, 3)  # the sweep: one job per seed
+SIGNALS = ("SIGKILL", "SIGTERM", "SIGINT")
+EXPECTED_RC = {"SIGTERM": 0, "SIGINT": 130}
+
+
+def command(sweep_dir: Path, max_steps: int) -> list[str]:
+    """The soaked command: tiny digits runs (4 batches of 32 per epoch), DDP over 2 CPU processes."""
+    return [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "-m",
+        f"seed={','.join(map(str, SEEDS))}",
+        "trainer.strategy=ddp_fork",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "model.ngf=8",
+        "model.num_blocks=1",
+        "data.batch_size=32",
+        "data.num_val=32",
+        f"trainer.max_steps={max_steps}",
+        "trainer.limit_train_batches=4",
+        "trainer.check_val_every_n_epoch=2",
+        "callbacks.samples.every_n_epochs=4",
+        "callbacks.checkpoint.every_n_train_steps=3",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "trainer.enable_model_summary=false",
+        "sampler.n_samples=8",
+        "sampler.n_steps_each=1",
+        "eval.n_samples=16",
+        "logger.wandb.mode=offline",
+        "logger.wandb.id=soak-seed${seed}",
+        "logger.wandb.resume=allow",
+        f"hydra.sweep.dir={sweep_dir}",
+    ]
+
+
+#: the package of this tree first (a copy of the repository soaks its own code)
+_PATH = os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", WANDB_SILENT="true", PYTHONPATH=_PATH)
+
+
+def group_alive(pgid: int) -> list[str]:
+    """Processes (not zombies) of process group ``pgid``: 'pid cmdline' each."""
+    alive = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                alive.append(f"{proc.name} {cmd[:80]}")
+        except (OSError, IndexError, ValueError):
+            continue
+    return alive
+
+
+def reap_group(pgid: int, grace_s: float = 15.0) -> list[str]:
+    """Wait up to ``grace_s`` for the group to be empty; return what was still alive (then killed)."""
+    deadline = time.time() + grace_s
+    while (alive := group_alive(pgid)) and time.time() < deadline:
+        time.sleep(0.5)
+    if alive:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return alive
+
+
+def run_once(sweep: Path, max_steps: int, log: Path, delay: float | None, sig: str | None, stop_s: float) -> dict:
+    """Start the command; after ``delay`` s send ``sig`` (None: let it finish). Returns what happened."""
+    start = time.time()
+    with open(log, "a") as out:
+        out.write(f"\n==== {time.strftime('%H:%M:%S')} start; then {sig} after {delay} s\n")
+        out.flush()
+        proc = subprocess.Popen(
+            command(sweep, max_steps), cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    rec = {"sig": sig, "delay": delay, "rc": None, "stop_s": None, "left": [], "ended_before": False}
+    rec.update(job=None, step=None, line="", ckpt_step=None)
+    try:
+        if sig is None:
+            rec["rc"] = proc.wait(timeout=3600)
+        else:
+            try:
+                rec["rc"] = proc.wait(timeout=delay)
+                rec["ended_before"] = True  # the sweep was done before the signal's moment
+            except subprocess.TimeoutExpired:
+                rec["job"], rec["step"], rec["line"] = moment(sweep, log)
+                sent = time.time()
+                if sig == "SIGKILL":
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    os.kill(proc.pid, getattr(signal, sig))
+                try:
+                    rec["rc"] = proc.wait(timeout=max(stop_s, 1.0) * 20)
+                except subprocess.TimeoutExpired:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    rec["rc"] = f"hung ({proc.wait()})"
+                rec["stop_s"] = time.time() - sent
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        rec["left"] = reap_group(proc.pid)
+    last = sweep / str(rec["job"]) / "checkpoints" / "last.ckpt"
+    if rec["job"] is not None and last.is_file():
+        rec["ckpt_step"] = torch.load(last, weights_only=True, map_location="cpu")["global_step"]
+    rec["wall_s"] = time.time() - start
+    return rec
+
+
+def moment(sweep: Path, log: Path) -> tuple[str | None, int | None, str]:
+    """Where the sweep stands: (the job being run, its last step in metrics.csv, the log's last line)."""
+    lines = [ln for ln in log.read_text(errors="replace").split("\n==== ")[-1].splitlines() if ln.strip()]
+    job = next((ln.split("#", 1)[1].split(":", 1)[0].strip() for ln in reversed(lines) if "[HYDRA] \t#" in ln), None)
+    steps = [r["step"] for r in read_rows(sweep / job / "metrics.csv")] if job is not None else []
+    return job, (steps[-1] if steps else None), (lines[-1].split("] - ")[-1][:60] if lines else "")
+
+
+def read_rows(path: Path) -> list[dict]:
+    """metrics.csv rows as {column: value} of their non-empty cells (step as int); [] if absent."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        rows = [{k: v for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
+    for r in rows:
+        r["step"] = int(float(r["step"]))
+    return rows
+
+
+def check_signal(rec: dict, stop_s: float) -> list[str]:
+    problems = []
+    if rec["left"]:
+        problems.append(f"processes left running: {rec['left']}")
+    if rec["ended_before"] or rec["sig"] is None:
+        return problems + ([] if rec["rc"] == 0 else [f"exit {rec['rc']}"])
+    if rec["sig"] == "SIGKILL":
+        return problems
+    want = EXPECTED_RC[rec["sig"]]
+    if rec["rc"] != want:
+        problems.append(f"exit {rec['rc']} (expected {want})")
+    if rec["stop_s"] > stop_s:
+        problems.append(f"stopped {rec['stop_s']:.0f} s after the signal (> {stop_s:.0f} s)")
+    if rec["step"] is not None and rec["ckpt_step"] is not None and rec["ckpt_step"] > rec["step"] + 2:
+        problems.append(f"job {rec['job']} trained on from step {rec['step']} to {rec['ckpt_step']} after the signal")
+    return problems
+
+
+def max_abs_diff(a, b, where: str = "") -> tuple[float, str]:
+    """Largest |a - b| over the tensors of two nested structures (inf on a structural mismatch)."""
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        if a.shape != b.shape:
+            return float("inf"), where
+        if not a.is_floating_point():
+            return (0.0 if torch.equal(a, b) else float("inf")), where
+        return ((a.double() - b.double()).abs().max().item() if a.numel() else 0.0), where
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return float("inf"), f"{where} keys"
+        return max((max_abs_diff(a[k], b[k], f"{where}.{k}") for k in a), default=(0.0, where))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return float("inf"), f"{where} length"
+        return max((max_abs_diff(x, y, f"{where}[{i}]") for i, (x, y) in enumerate(zip(a, b))), default=(0.0, where))
+    return (0.0 if a == b else float("inf")), where
+
+
+def check_weights(job: Path, ref: Path, atol: float) -> str | None:
+    a = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    b = torch.load(ref / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
+    if a["global_step"] != b["global_step"]:
+        return f"last.ckpt at step {a['global_step']}, straight run at {b['global_step']}"
+    diff, where = max(
+        max_abs_diff(a["state_dict"], b["state_dict"], "state_dict"),
+        max_abs_diff(a["optimizer_states"], b["optimizer_states"], "optimizer"),
+    )
+    return None if diff <= atol else f"max abs diff {diff:.3g} at {where} (> {atol})"
+
+
+def comparable(row: dict) -> tuple:
+    """A metrics row without its timings (they differ between any two runs)."""
+    return tuple(sorted((k, v) for k, v in row.items() if "time" not in k))
+
+
+def check_metrics(job: Path, ref: Path) -> str | None:
+    rows, ref_rows = read_rows(job / "metrics.csv"), read_rows(ref / "metrics.csv")
+    keys = [(r["step"], tuple(sorted(k for k in r if k not in ("step", "epoch")))) for r in rows]
+    if len(set(keys)) != len(keys):
+        dup = next(k for k in keys if keys.count(k) > 1)
+        return f"row logged twice: step {dup[0]} {list(dup[1])}"
+    steps = [r["step"] for r in rows]
+    if steps != sorted(steps):
+        return f"steps out of order: {next(f'{a} then {b}' for a, b in zip(steps, steps[1:]) if b < a)}"
+    mine, theirs = [comparable(r) for r in rows], [comparable(r) for r in ref_rows]
+    if mine != theirs:
+        missing = [dict(r) for r in theirs if r not in mine][:1]
+        extra = [dict(r) for r in mine if r not in theirs][:1]
+        return f"differs from the straight run: missing {missing}, different/extra {extra}"
+    return None
+
+
+def wandb_runs(job: Path) -> list[dict]:
+    """The job's offline W&B runs, in start order (a file a kill left with no records is skipped)."""
+    runs = [read_offline_run(f) for f in sorted(job.glob("wandb/offline-run-*/run-*.wandb"))]
+    return [r for r in runs if r["run"]]
+
+
+def check_wandb_id(job: Path, want_id: str) -> str | None:
+    runs = wandb_runs(job)
+    ids = sorted({r["run"]["id"] for r in runs})
+    return None if ids == [want_id] else f"{len(runs)} offline runs with ids {ids} (expected only {want_id})"
+
+
+def wandb_missing_steps(job: Path, max_steps: int) -> list[int]:
+    """Steps 1..max_steps at which none of the job's W&B runs holds train/loss."""
+    seen = {int(row["trainer/global_step"]) for r in wandb_runs(job) for row in r["history"] if "train/loss" in row}
+    return sorted(set(range(1, max_steps + 1)) - seen)
+
+
+def check_wandb_history(job: Path, max_steps: int) -> str | None:
+    missing = wandb_missing_steps(job, max_steps)
+    return f"train/loss missing in W&B at {len(missing)} steps: {missing[:6]}..." if missing else None
+
+
+def check_results(job: Path, max_steps: int) -> str | None:
+    import json
+
+    try:
+        res = json.loads((job / "results.json").read_text())
+    except (OSError, ValueError) as e:
+        return f"results.json unreadable: {e}"
+    if res.get("status") != "finished" or res.get("global_step") != max_steps:
+        return f"status {res.get('status')} at global_step {res.get('global_step')} (expected finished at {max_steps})"
+    return None
+
+
+def check_temp_files(job: Path) -> str | None:
+    left = [str(p.relative_to(job)) for p in job.rglob("*") if ".tmp" in p.name]
+    return f"temporary files left: {left[:5]}" if left else None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--signals", type=int, default=50, help="signals sent (default 50)")
+    p.add_argument("--max-steps", type=int, default=24, help="trainer.max_steps of each job (default 24)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the signal schedule (kinds and moments)")
+    p.add_argument("--atol", type=float, default=0.0, help="weights tolerance (default 0: exact)")
+    p.add_argument("--stop-s", type=float, default=60.0, help="SIGTERM/SIGINT must end the command within this (s)")
+    p.add_argument("--out", type=Path, default=None, help="work directory (default: a temporary one, removed)")
+    p.add_argument("--quick", action="store_true", help="6 signals, 12 steps per job (the test)")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.signals, args.max_steps = 6, 12
+    out = args.out or Path(tempfile.mkdtemp(prefix="ncsn-soak-"))
+    out.mkdir(parents=True, exist_ok=True)
+    straight, soaked, log = out / "straight", out / "soak", out / "soak.log"
+    t0 = time.time()
+    print(f"soak: {args.signals} signals, {len(SEEDS)} jobs x {args.max_steps} steps, DDP ddp_fork x 2 CPU, in {out}")
+    print("command:", " ".join(command(soaked, args.max_steps)[1:]))
+
+    ref = run_once(straight, args.max_steps, out / "straight.log", None, None, args.stop_s)
+    span = ref["wall_s"]
+    print(f"straight run: exit {ref['rc']} in {span:.0f} s")
+    if ref["rc"] != 0:
+        print(f"soak: FAILED (the straight run itself failed: {out / 'straight.log'})")
+        return 1
+    rng = random.Random(args.seed)
+    records, violations = [], []
+    for i in range(args.signals):
+        sig, delay = rng.choice(SIGNALS), round(rng.uniform(0.0, span), 1)
+        rec = run_once(soaked, args.max_steps, log, delay, sig, args.stop_s)
+        problems = check_signal(rec, args.stop_s)
+        records.append(rec)
+        stop = "-" if rec["stop_s"] is None else f"{rec['stop_s']:.1f}s"
+        what = "sweep had ended" if rec["ended_before"] else f"job {rec['job']} step {rec['step']}: {rec['line']}"
+        print(f"{i + 1:3d} {sig:7s} at {delay:5.1f}s exit {str(rec['rc']):>4s} stop {stop:>6s}  {what}")
+        violations += [f"signal {i + 1} ({sig} at {delay}s, {what}): {msg}" for msg in problems]
+        for msg in problems:
+            print(f"    VIOLATION: {msg}")
+    final = run_once(soaked, args.max_steps, log, None, None, args.stop_s)
+    violations += [f"final run: {msg}" for msg in check_signal(final, args.stop_s)]
+    print(f"final run: exit {final['rc']} in {final['wall_s']:.0f} s")
+
+    checks = {
+        "weights = straight": lambda j, n: check_weights(soaked / j, straight / j, args.atol),
+        "metrics.csv": lambda j, n: check_metrics(soaked / j, straight / j),
+        "one W&B run": lambda j, n: check_wandb_id(soaked / j, f"soak-seed{n}"),
+        "W&B hist. straight": lambda j, n: check_wandb_history(straight / j, args.max_steps),
+        "results.json": lambda j, n: check_results(soaked / j, args.max_steps),
+        "no temp files": lambda j, n: check_temp_files(soaked / j),
+    }
+    ids = [(str(j), seed) for j, seed in enumerate(SEEDS)]
+    print(f"\n{'check':20s}" + "".join(f"job {j:<6s}" for j, _ in ids))
+    for name, check in checks.items():
+        cells = []
+        for j, seed in ids:
+            try:
+                problem = check(j, seed)
+            except Exception as e:  # noqa: BLE001 - a missing or unreadable file is a violation too
+                problem = f"{type(e).__name__}: {e}"
+            cells.append("ok" if problem is None else "FAIL")
+            if problem:
+                violations.append(f"job {j} {name}: {problem}")
+        print(f"{name:20s}" + "".join(f"{c:10s}" for c in cells))
+    for j, _ in ids:  # a SIGKILL loses what W&B had not yet written (up to one 32 KiB block): not checked
+        lost = wandb_missing_steps(soaked / j, args.max_steps)
+        print(f"job {j}: W&B history of the soak lacks train/loss at {len(lost)} of {args.max_steps} steps")
+    counts = {s: sum(r["sig"] == s and not r["ended_before"] for r in records) for s in SIGNALS}
+    late = sum(r["ended_before"] for r in records)
+    print(f"signals: {counts}, {late} after the sweep had ended; wall time {time.time() - t0:.0f} s")
+    for v in violations:
+        print("VIOLATION:", v)
+    print("soak:", "FAILED" if violations else "passed")
+    if args.out is None and not violations:
+        shutil.rmtree(out, ignore_errors=True)
+    return 1 if violations else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
