@@ -14,9 +14,9 @@ Phases, in order (the riskiest last):
 * ``sample``: experiment=ncsnv2_cifar10's network (random weights) and, for each kind, the
   sampler the config gives with ``sampler.kind=<kind>`` (conf/sampler/<kind>.yaml: NFE per
   sample from its settings on the 232 levels). Each kind is timed on the last ``--sample-levels``
-  levels (the smallest sigmas: step sizes as in the full run) (one batch of ``--sample-batch``, after one untimed network call) as seconds per network
-  evaluation; images/s = batch / (s/eval x NFE) and ``fid50k_s`` = 50,000 / images/s (sampling
-  only, not the feature extraction).
+  levels (the smallest sigmas: step sizes as in the full run), one batch of ``--sample-batch``
+  after one untimed network call, as seconds per network evaluation; images/s = batch / (s/eval x
+  NFE) and ``fid50k_s`` = 50,000 / images/s (sampling only, not the feature extraction).
 * ``train``: train.py's own objects (``workflow.train.prepare_run`` / ``build_trainer``: the
   ScoreModel with its EMA, the CIFAR-10 data module on a synthetic data set in the real format)
   and ``Trainer.fit`` with ``trainer.precision`` and ``speed.compile`` set per variant; a callback
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -80,13 +81,16 @@ def phase_sample(args) -> None:
     from ncsn.workflow.sample import merged_sampler_cfg
 
     device = torch.device(args.device)
-    cfg = compose_cfg(args, Path(tempfile.mkdtemp()))
+    cfg = compose_cfg(args, Path(tempfile.gettempdir()) / "device_check_sample")  # composed only: nothing is written
     sigmas = build_sigmas(cfg)
     torch.manual_seed(args.seed)
     net = build_net(cfg.model, sigmas).to(device).eval()
-    short = sigmas[-args.sample_levels :].to(device)  # the smallest: CAS's eta = step_lr / sigma_L^2 as configured
+    short = sigmas[-args.sample_levels :].to(device)  # the smallest: CAS's eta = step_lr / sigma_L^2 as set
     with torch.no_grad():  # cuDNN/allocator warm-up outside the timing
-        net(torch.rand(args.sample_batch, 3, 32, 32, device=device), torch.zeros(args.sample_batch, device=device).long())
+        net(
+            torch.rand(args.sample_batch, 3, 32, 32, device=device),
+            torch.zeros(args.sample_batch, device=device).long(),
+        )
     end = time.perf_counter() + args.soft_s
     for kind in KIND_ORDER:
         over = {"kind": kind, "batch_size": args.sample_batch}
@@ -111,9 +115,6 @@ def phase_sample(args) -> None:
 def phase_train(args) -> None:
     import lightning as L
 
-    from bench_dataloader import write_synthetic
-    from ncsn.workflow.train import build_trainer, prepare_run
-
     class StepTimer(L.Callback):
         """Seconds between the (synchronized) starts of consecutive training batches."""
 
@@ -127,6 +128,17 @@ def phase_train(args) -> None:
                 trainer.should_stop = True  # the soft budget: this batch is the last one
 
     root = Path(tempfile.mkdtemp(prefix="device_check_"))
+    try:
+        train_variants(args, root, StepTimer)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def train_variants(args, root: Path, StepTimer) -> None:
+    from bench_dataloader import write_synthetic
+
+    from ncsn.workflow.train import build_trainer, prepare_run
+
     steps = args.warmup + args.steps + 1  # + 1: the last interval ends at the next batch's start
     write_synthetic(root / "data", per_batch=max(-(-args.batch * steps // 5), 2))
     device = torch.device(args.device)
@@ -222,7 +234,9 @@ def print_tables(result: dict) -> None:
     p = result["pytest"]
     print(f"pytest -m gpu: {p['status']}, {p['summary']}")
     t = result["train"]
-    print(f"\ntraining step, NCSNv2 CIFAR-10 ngf {result['ngf']} batch {result['batch']}, Lightning loop: {t['status']}")
+    print(
+        f"\ntraining step, NCSNv2 CIFAR-10 ngf {result['ngf']} batch {result['batch']}, Lightning loop: {t['status']}"
+    )
     print(f"  {'variant':<14} {'s/step':>9} {'images/s':>10} {'first step s':>13} {'peak GiB':>9} {'steps':>6}")
     for r in t["rows"]:
         if "skipped" in r:
@@ -260,7 +274,9 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=None, help="training batch (default 128; --quick: 2)")
     p.add_argument("--steps", type=int, default=None, help="timed training steps at most (default 20; --quick: 2)")
     p.add_argument("--warmup", type=int, default=None, help="untimed training steps first (default 3; --quick: 1)")
-    p.add_argument("--sample-batch", type=int, default=None, help="images per sampling batch (default 1000; --quick: 2)")
+    p.add_argument(
+        "--sample-batch", type=int, default=None, help="images per sampling batch (default 1000; --quick: 2)"
+    )
     p.add_argument(
         "--sample-levels", type=int, default=None, help="levels timed per kind (default 3; --quick: 2, 1 step each)"
     )
@@ -284,7 +300,9 @@ def main(argv=None) -> None:
     result.update({k: getattr(args, k) for k in PASSED})
     result["pytest"] = phase_pytest(min(PHASE_SHARE["pytest"] * args.budget_s, deadline - time.perf_counter()))
     print(f"pytest -m gpu: {result['pytest']['status']} ({result['pytest']['seconds']} s)", flush=True)
-    result["sample"] = child_phase(args, "sample", min(PHASE_SHARE["sample"] * args.budget_s, deadline - time.perf_counter()))
+    result["sample"] = child_phase(
+        args, "sample", min(PHASE_SHARE["sample"] * args.budget_s, deadline - time.perf_counter())
+    )
     print(f"sampling: {result['sample']['status']} ({result['sample']['seconds']} s)", flush=True)
     result["train"] = child_phase(args, "train", deadline - time.perf_counter() - 5)
     print(f"training: {result['train']['status']} ({result['train']['seconds']} s)", flush=True)

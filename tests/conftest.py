@@ -60,3 +60,17 @@ TINY_DIGITS = [
     "data.batch_size=64",
     "logger=csv",
 ]
+
+
+def sweep_job(sweep: Path, *settings: str) -> Path:
+    """The job directory of a ``-m`` sweep whose overrides include ``settings`` (e.g. "seed=1"):
+    sweep jobs are named by their settings (conf/hydra/default.yaml), not numbered."""
+    from omegaconf import OmegaConf
+
+    found = [
+        p.parent.parent
+        for p in Path(sweep).glob("*/.hydra/overrides.yaml")
+        if set(settings) <= set(OmegaConf.load(p) or [])
+    ]
+    assert len(found) == 1, f"{settings}: {found}"
+    return found[0]

@@ -187,6 +187,21 @@ def _sample(ckpt, run, *overrides, **kw):
     return cli("sample.py", f"ckpt_path={ckpt}", "sampler.n_samples=4", *run, *overrides, **kw)
 
 
+def test_sample_py_run_directory_that_cannot_be_made_one_line_nothing_written(read_only, can_fill, tmp_path):
+    """Hydra's run (or sweep) directory below a read-only or full parent: refused before Hydra
+    tries to make it (a RunDirCheck callback), in one line."""
+    ckpt = tmp_path / "any.ckpt"  # never read: the directory is refused first
+    for args in ([f"hydra.run.dir={read_only / 'run'}"], ["-m", "seed=1,2", f"hydra.sweep.dir={read_only / 'sw'}"]):
+        res = cli("sample.py", *args, f"ckpt_path={ckpt}", read_only=True)
+        one_error_line(res, f"{args[-1].split('=')[0]}='{read_only}{os.sep}", "Permission denied")
+        assert list(read_only.iterdir()) == []
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    res = cli("sample.py", f"ckpt_path={ckpt}", f"hydra.run.dir={mount / 'run'}", full=(mount, "16k", True))
+    one_error_line(res, f"hydra.run.dir='{mount / 'run'}'", "No space left on device")
+    assert full_listing(res) == []
+
+
 @pytest.mark.slow
 def test_sample_py_read_only_out_dir_one_line_nothing_written(toy_ckpt, read_only, tmp_path):
     run = tmp_path / "run"
@@ -254,9 +269,10 @@ def test_compare_read_only_report_directory_one_line_nothing_written(read_only, 
 def test_compare_full_report_directory_one_line_nothing_written(can_fill, fill, tmp_path):
     sweep, mount = _sweep(tmp_path / "sweep"), tmp_path / "disk"
     mount.mkdir()
-    res = cli("-m", "ncsn.compare", sweep, "--out", mount / "report", full=(mount, "16k", fill))
-    one_error_line(res, f"--out='{mount / 'report'}'", "No space left on device")
-    assert full_listing(res) == []  # no report, no staging folder, no report directory
+    out = mount / "report" if fill else mount  # a new report directory; one that exists
+    res = cli("-m", "ncsn.compare", sweep, "--out", out, full=(mount, "16k", fill))
+    one_error_line(res, f"--out='{out}'", "No space left on device")
+    assert full_listing(res) == []  # no report, no staging folder, no new report directory
 
 
 # -- python -m ncsn.convert ------------------------------------------------------------------------------

@@ -56,3 +56,40 @@ def test_dataloader_bench_quick_reads_a_synthetic_cifar10():
     (line,) = _run("bench_dataloader.py")
     assert line["synthetic"] is True and line["workers"] == 0 and line["batches"] == 2 and line["batch_size"] == 16
     assert line["images_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_device_check_quick_prints_every_phase_and_writes_its_json(tmp_path):
+    out = tmp_path / "dc.json"
+    res = subprocess.run(
+        # a generous budget: on a busy 2-core machine the phases' soft budgets must not skip rows
+        [sys.executable, str(ROOT / "bench" / "device_check.py"), "--quick", "--budget-s", "1200", "--out", str(out)],
+        cwd=ROOT,
+        env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["device_info"]["device"] == "cpu" and result["quick"] is True
+    assert result["pytest"]["status"] == "ok" and "test_speed.py" in " ".join(result["pytest"]["files"])
+    assert result["sample"]["status"] == "ok" and result["train"]["status"] == "ok"
+    # NFE per sample of each kind as experiment=ncsnv2_cifar10 configures it (232 levels, T = 5, denoising)
+    nfe = {r["kind"]: r["nfe"] for r in result["sample"]["rows"]}
+    assert nfe == {"annealed": 232 * 5 + 1, "langevin": 232 * 5 + 1, "cas": 232, "pc": 2 * 232, "ode": 2 * 231 + 1}
+    for r in result["sample"]["rows"]:
+        assert r["images_per_s"] > 0 and math.isclose(r["fid50k_s"], 50_000 / r["images_per_s"], rel_tol=1e-9)
+        assert math.isclose(r["images_per_s"], 2 / (r["s_per_eval"] * r["nfe"]), rel_tol=1e-9)
+    train = {r["variant"]: r for r in result["train"]["rows"]}
+    assert list(train) == ["eager fp32", "bf16-mixed", "bf16+compile"] and "skipped" in train["bf16+compile"]
+    for name in ("eager fp32", "bf16-mixed"):
+        assert train[name]["timed_steps"] >= 1 and train[name]["images_per_s"] > 0
+    # the printed tables: the device, one line per variant and per kind with its FID-50k time
+    lines = res.stdout.splitlines()
+    assert any(line.startswith("device: ") and result["device_info"]["device_name"] in line for line in lines)
+    for kind, n in nfe.items():
+        assert any(line.split()[:2] == [kind, str(n)] and line.endswith(" h") for line in lines), kind
+    for name in ("eager fp32", "bf16-mixed"):
+        assert any(line.strip().startswith(name) for line in lines), name

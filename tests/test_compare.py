@@ -7,10 +7,11 @@ import math
 
 import pytest
 import yaml
-from conftest import TINY_DIGITS, run_cli
+from conftest import TINY_DIGITS, run_cli, sweep_job
 
 from ncsn.checks import flatten
-from ncsn.compare import compare, find_jobs, main, varying_keys
+from ncsn.compare import compare, find_jobs, main, plot, plot_nfe, plot_search, varying_keys
+from ncsn.compare.plots import is_search
 
 
 def _job(root, name, num_scales, seed, results=None, log=None, model="mlp", metrics_rows=None, loss_by_sigma=None):
@@ -149,12 +150,24 @@ def test_cli_writes_report_with_groups_grids_and_plots(sweep, tmp_path, capsys):
     printed = capsys.readouterr().out
     md = (out / "compare.md").read_text()
     assert md in printed
-    assert "| sigmas.num_scales | n | best fid | at step | final fid | val/loss | fid/no_denoise |" in md
-    assert "| 20 | 1 | 30.5 | - | 30.5 | 1.2 | 35 |  |" in md
-    assert "| 10 | 2 | 36.62 ± 1.9 | 9, - | 37.62 ± 3.4 | 1.45 ± 0.071 | 45 |" in md
+    # val/loss depends on the schedule this sweep varies: out of the ablation table, said in words
+    assert "| sigmas.num_scales | n | best fid | at step | final fid | fid/no_denoise | samples |" in md
+    assert "Not in this table (`val/loss`)" in md
+    assert "| 20 | 1 | 30.5 | - | 30.5 | 35 |  |" in md
+    assert "| 10 | 2 | 36.62 ± 1.9 | 9, - | 37.62 ± 3.4 | 45 |" in md
     assert md.index("\n| 20 | 1 |") < md.index("\n| 10 | 2 |")
-    # the final sample grid beside its row, linked relative to the report
-    assert '<img src="../multirun/2025-01-01/12-00-00/0/samples/final.png"' in md
+    # the final sample grid beside its row, at full size, linked, relative to the report
+    grid = "../multirun/2025-01-01/12-00-00/0/samples/final.png"
+    assert f'<a href="{grid}"><img src="{grid}" alt="seed 0"' in md and "width=" not in md
+    # the ablation table also as CSV (mean and std columns) and LaTeX (booktabs)
+    table = list(csv.DictReader((out / "table.csv").open()))
+    assert [r["sigmas.num_scales"] for r in table] == ["20", "10"] and "val/loss mean" not in table[0]
+    assert float(table[1]["best fid mean"]) == pytest.approx(36.625) and table[1]["n"] == "2"
+    assert float(table[1]["best fid std"]) == pytest.approx(math.sqrt(2) * 1.375) and table[0]["best fid std"] == ""
+    tex = (out / "table.tex").read_text()
+    assert tex.startswith("\\begin{tabular}{lrrrrr}\n\\toprule\n") and "\\bottomrule\n\\end{tabular}" in tex
+    assert "sigmas.num\\_scales & n & best fid & at step & final fid & fid/no\\_denoise \\\\" in tex
+    assert "10 & 2 & 36.62 $\\pm$ 1.9 & 9, - & 37.62 $\\pm$ 3.4 & 45 \\\\" in tex
     assert "![" in md and "(compare.png)" in md and "(loss_by_sigma.png)" in md
     assert "## Every job" in md and "| job | sigmas.num_scales | seed | best fid | best fid step | final fid |" in md
     assert "## Unfinished or failed jobs" in md and "`3`: unfinished" in md and "CUDA out of memory" in md
@@ -291,31 +304,64 @@ def test_real_training_sweep_no_paths_seeds_aggregated_best_fid(digits_sweep, tm
     assert (out / "loss_by_sigma.png").is_file() and (out / "compare.png").is_file()
 
 
+def _readme_command(marker: str) -> list:
+    """The README's documented sample.py line containing ``marker``, split into arguments (comment off)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("python sample.py") and marker in ln)
+    return line.split("#")[0].split()
+
+
 @pytest.mark.slow
-def test_real_sample_sweep_fid_against_step_size(digits_sweep, tmp_path):
-    """sample.py -m ... sampler.step_lr=a,b: compare reads the sample runs' results.json."""
-    ckpt = digits_sweep / "0" / "checkpoints" / "last.ckpt"
+def test_readme_step_size_sweep_gives_fid_per_step_size(digits_sweep, tmp_path):
+    """The README's step-size sweep, as written there (the checkpoint filled in, tiny overrides
+    appended): every job has FID, its grid and its overrides; compare's setting is sampler.step_lr."""
+    ckpt = sweep_job(digits_sweep, "sigmas.num_scales=3", "seed=0") / "checkpoints" / "last.ckpt"
+    cmd = _readme_command("sweep=step_lr")
+    assert cmd[:3] == ["python", "sample.py", "-m"] and "ckpt_path=..." in cmd
+    args = [f"ckpt_path='{ckpt}'" if a == "ckpt_path=..." else a for a in cmd[3:]]  # quoted: "=" and "," in it
     sweep = tmp_path / "sample_sweep"
+    res = run_cli("sample.py", *args, "eval.n_samples=9", "device=cpu", f"hydra.sweep.dir={sweep}")
+    assert res.returncode == 0, res.stderr[-3000:]
+    c = compare(sweep)
+    assert c.varying == ["sampler.step_lr"] and c.metric == "fid" and c.single and len(c.jobs) == 4
+    assert [g.settings["sampler.step_lr"] for g in c.groups] != [] and not c.unfinished
+    assert all(isinstance(r["fid"], float) for r in c.rows)
+    for job in c.jobs:
+        assert (job.path / "samples.png").is_file() and "sweep=step_lr" in job.override_keys
+    assert main([str(sweep)]) == 0
+    md = (sweep / "compare.md").read_text()
+    assert (sweep / "compare.png").is_file() and "| sampler.step_lr | n | fid |" in md
+    assert "`sampler.step_lr` (5e-06, 1e-05, 2e-05, 5e-05)" in md and md.count('samples.png"><img') == 4
+
+
+@pytest.mark.slow
+def test_real_sampler_kind_sweep_compared_by_kind(digits_sweep, tmp_path):
+    """sample.py -m ... sampler.kind=annealed,pc mode=fid: the setting is the kind alone (not the
+    keys each kind brings), and nfe.png draws one series per kind."""
+    ckpt = sweep_job(digits_sweep, "sigmas.num_scales=3", "seed=0") / "checkpoints" / "last.ckpt"
+    sweep = tmp_path / "kinds"
     res = run_cli(
         "sample.py",
         "-m",
-        f"ckpt_path={ckpt}",
+        f"ckpt_path='{ckpt}'",
+        "sampler.kind=annealed,pc",
         "mode=fid",
-        "eval.n_samples=20",
+        "eval.n_samples=9",
         "device=cpu",
-        "sampler.step_lr=1e-5,4e-5",
         f"hydra.sweep.dir={sweep}",
     )
     assert res.returncode == 0, res.stderr[-3000:]
     c = compare(sweep)
-    assert c.varying == ["sampler.step_lr"] and c.metric == "fid"
-    assert sorted(g.settings["sampler.step_lr"] for g in c.groups) == [1e-5, 4e-5]
-    for r in c.rows:
-        assert r["best fid"] == r["final fid"] and r["best fid step"] is None
-    assert main([str(sweep)]) == 0
-    assert (sweep / "compare.png").is_file() and "| sampler.step_lr | n | best fid |" in (
-        sweep / "compare.md"
-    ).read_text()
+    assert c.varying == ["sampler.kind"] and c.metric == "fid" and not c.unfinished
+    series = plot_nfe(c, tmp_path / "nfe.png")
+    nfe = {j.config["sampler.kind"]: j.results["nfe"] for j in c.jobs}
+    assert series == {
+        k: [(float(nfe[k]), c.groups[[g.settings["sampler.kind"] for g in c.groups].index(k)].stats["fid"][0])]
+        for k in nfe
+    }
+    assert sorted(series) == ["annealed", "pc"] and nfe["annealed"] != nfe["pc"]
 
 
 def test_ignore_option_drops_a_key_that_differs(tmp_path, capsys):
@@ -325,6 +371,102 @@ def test_ignore_option_drops_a_key_that_differs(tmp_path, capsys):
     _job(tmp_path, "1", 20, 0, {"fid": 1.0})
     cfg = yaml.safe_load((tmp_path / "1" / ".hydra" / "config.yaml").read_text())
     (tmp_path / "1" / ".hydra" / "config.yaml").write_text(yaml.safe_dump({**cfg, "objective": "fid/best"}))
-    assert compare(tmp_path).varying == ["sigmas.num_scales", "objective"]
+    # with overrides.yaml the settings are what the user swept: the extra key is not one
+    assert compare(tmp_path).varying == ["sigmas.num_scales"]
+    for j in ("0", "1"):  # without (a folder of run directories): every key that differs
+        (tmp_path / j / ".hydra" / "overrides.yaml").unlink()
+    assert compare(tmp_path).varying == ["objective", "model.num_classes"]  # num_scales: its mirror
     assert main([str(tmp_path), "--ignore", "objective"]) == 0
-    assert "| sigmas.num_scales | n | best fid |" in (tmp_path / "compare.md").read_text()
+    md = (tmp_path / "compare.md").read_text()
+    assert "| model.num_classes | n | fid |" in md and "`objective`" not in md
+
+
+# -- sample.py sweeps, re-scoring, searches (fake run directories) -----------------------------
+def _sample_job(root, name, overrides, sampler, results, ckpt="/ckpts/a/checkpoints/last.ckpt", train_cfg=None):
+    """A sample.py job directory: its config (with the checkpoint's ``train_config``), the user's
+    overrides, results.json."""
+    d = root / name
+    (d / ".hydra").mkdir(parents=True)
+    cfg = {"ckpt_path": ckpt, "mode": "fid", "seed": 0, "out_dir": str(d), "sampler": sampler}
+    cfg["train_config"] = train_cfg or {"seed": 0, "sigmas": {"num_scales": 10}}
+    (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"ckpt_path={ckpt}", "mode=fid", *overrides]))
+    (d / "results.json").write_text(json.dumps({"status": "finished", "mode": "fid", **results}))
+    return d
+
+
+def test_step_size_sweep_sorts_numerically_without_duplicated_columns(tmp_path):
+    """sample.py -m sampler.step_lr=...: the settings line and ties sort by value (5e-06 first),
+    one metric column (one evaluation per job; fid/denoised = fid is not repeated), derived keys
+    that differ (sampler.rho) are not settings; y on a log axis only when the range is wide."""
+    fids = {5e-6: 40.0, 1e-5: 30.0, 2e-5: 30.0, 5e-5: 900.0}
+    for i, (lr, fid) in enumerate(fids.items()):
+        sampler = {"kind": "annealed", "step_lr": lr, "rho": 7.0 + i}  # rho: derived, differs per job
+        _sample_job(tmp_path, str(i), [f"sampler.step_lr={lr}"], sampler, {"fid": fid, "fid/denoised": fid, "nfe": 11})
+    c = compare(tmp_path)
+    assert c.varying == ["sampler.step_lr"] and c.single and c.metric == "fid"
+    assert [g.settings["sampler.step_lr"] for g in c.groups] == [1e-5, 2e-5, 5e-6, 5e-5]  # fid, then value
+    assert c.columns == ["job", "sampler.step_lr", "fid", "nfe", "status"]
+    assert main([str(tmp_path)]) == 0
+    md = (tmp_path / "compare.md").read_text()
+    assert "`sampler.step_lr` (5e-06, 1e-05, 2e-05, 5e-05)" in md
+    assert "| sampler.step_lr | n | fid | nfe | samples |" in md and "best fid" not in md
+    assert plot(c, tmp_path / "p.png") == [("sampler.step_lr", "linear", "log", True)]  # 900 / 30 > 10
+    (tmp_path / "3" / "results.json").write_text(json.dumps({"status": "finished", "fid": 250.0}))
+    assert plot(compare(tmp_path), tmp_path / "p.png") == [("sampler.step_lr", "linear", "linear", True)]
+
+
+def test_kind_sweep_series_per_kind_against_nfe(tmp_path):
+    """sample.py -m sampler.kind=...: kinds are categories (markers, never joined) and nfe.png has
+    one series per kind against NFE, FID and KID panels."""
+    runs = [("annealed", 11, 50.0), ("ode", 35, 40.0), ("pc", 21, 45.0), ("cas", 11, 60.0)]
+    for i, (kind, nfe, fid) in enumerate(runs):
+        sampler = {"kind": kind, "step_lr": 1e-5 * (i + 1), "rho": None if kind == "annealed" else 7.0}
+        _sample_job(tmp_path, str(i), [f"sampler.kind={kind}"], sampler, {"fid": fid, "kid": fid / 1e3, "nfe": nfe})
+    c = compare(tmp_path)
+    assert c.varying == ["sampler.kind"] and "kid" in c.headline
+    assert plot(c, tmp_path / "p.png") == [("sampler.kind", "linear", "linear", False)]
+    assert plot_nfe(c, tmp_path / "nfe.png") == {k: [(float(n), f)] for k, n, f in runs}
+    assert main([str(tmp_path)]) == 0
+    assert "(nfe.png)" in (tmp_path / "compare.md").read_text()
+
+
+def test_rescored_training_sweep_groups_by_training_settings(tmp_path):
+    """sample.py -m ckpt_path=a,b,c,d mode=fid on a training sweep's checkpoints: grouped by the
+    training jobs' swept settings (valued from the checkpoints' configs), training seeds aggregated."""
+    train = tmp_path / "train"
+    for i, (L, seed) in enumerate([(10, 0), (10, 1), (20, 0), (20, 1)]):
+        tcfg = yaml.safe_load(_job(train, str(i), L, seed).joinpath(".hydra", "config.yaml").read_text())
+        ckpt = str(train / str(i) / "checkpoints" / "last.ckpt")
+        sampler = {"kind": "annealed", "step_lr": 1e-5 * L}  # derived from L: not a setting
+        _sample_job(tmp_path / "rescore", str(i), [], sampler, {"fid": 10.0 * L + seed}, ckpt=ckpt, train_cfg=tcfg)
+    c = compare(tmp_path / "rescore")
+    assert c.varying == ["train_config.sigmas.num_scales", "train_config.seed"]  # not ckpt_path, sampler.step_lr
+    assert c.group_keys == ["train_config.sigmas.num_scales"] and c.seed_keys == ["train_config.seed"]
+    assert [(g.settings["train_config.sigmas.num_scales"], g.stats["fid"][0], g.stats["fid"][2]) for g in c.groups] == [
+        (10, 100.5, 2),
+        (20, 200.5, 2),
+    ]
+
+
+def test_optuna_search_one_scatter_per_parameter(tmp_path):
+    """A sweep directory holding optimization_results.yaml: compare.png is one scatter per searched
+    parameter against the objective (no lines), log x for a parameter spanning > 10x."""
+    params = [(0.5, 4, 80.0), (8.0, 8, 60.0), (2.0, 12, 50.0), (1.0, 16, 70.0), (30.0, 20, 90.0)]
+    for i, (sigma, L, fid) in enumerate(params):
+        d = _job(tmp_path, str(i), L, 0, {"fid": fid, "status": "finished"})
+        (d / ".hydra" / "overrides.yaml").write_text(
+            yaml.safe_dump([f"sigmas.sigma_begin={sigma}", f"sigmas.num_scales={L}"])
+        )
+        cfg = yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
+        cfg["sigmas"]["sigma_begin"] = sigma
+        (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    c = compare(tmp_path)
+    assert plot_search(c, tmp_path / "s.png") == [
+        ("sigmas.sigma_begin", 5, "log", 0),
+        ("sigmas.num_scales", 5, "linear", 0),
+    ]
+    assert not is_search(tmp_path)
+    (tmp_path / "optimization_results.yaml").write_text("name: optuna\n")
+    assert main([str(tmp_path)]) == 0
+    assert "![search: each trial's fid against each parameter](compare.png)" in (tmp_path / "compare.md").read_text()

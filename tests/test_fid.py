@@ -437,15 +437,16 @@ def test_kid_in_the_results_of_training_and_sample_py_mode_fid(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     assert np.isfinite(results["kid"]) and results["kid_std"] >= 0 and np.isfinite(results["fid"])
+    assert results["fid_ci_low"] < results["fid"] < results["fid_ci_high"]  # fid=classifier: ci_bootstraps 200
 
 
 def test_fid_bootstrap_interval_holds_the_fid_and_narrows_with_more_samples():
     g = torch.Generator().manual_seed(2)
-    real = torch.rand(2000, 1, 2, 2, generator=g)
+    real = torch.rand(2000, 1, 4, 4, generator=g)  # D = 16: resamples' duplicates bias their FID up
     widths = {}
     for n in (100, 1600):
         fid = _kid_fid(real, kid_subsets=2, ci_bootstraps=200)
-        fid.update(real[:n] * 0.9 + 0.05)
+        fid.update(torch.rand(n, 1, 4, 4, generator=g) * 0.9 + 0.05)
         out = fid.scores()
         assert out["fid_ci_low"] < out["fid"] < out["fid_ci_high"]
         widths[n] = out["fid_ci_high"] - out["fid_ci_low"]

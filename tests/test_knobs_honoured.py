@@ -195,17 +195,33 @@ def test_num_scales_sweep_under_auto_trains_distinct_schedules(tmp_path):
         f"hydra.sweep.dir={sweep}",
     )
     assert res.returncode == 0, res.stderr[-3000:]
+    jobs = sorted(p.parent.parent for p in sweep.rglob(".hydra/config.yaml"))
+    saved_levels = sorted(OmegaConf.load(job / ".hydra" / "config.yaml").sigmas.num_scales for job in jobs)
+    assert saved_levels == [3, 10]
     sigma_1 = []
-    for job, levels in (("0", 3), ("1", 10)):
-        saved = OmegaConf.load(sweep / job / ".hydra" / "config.yaml")
-        assert saved.sigmas.num_scales == levels
+    for job in jobs:
+        saved = OmegaConf.load(job / ".hydra" / "config.yaml")
+        levels = saved.sigmas.num_scales
         sigma_1.append(saved.sigmas.sigma_begin)
         gamma = (saved.sigmas.sigma_begin / 0.01) ** (1 / (levels - 1))
         assert saved.sampler.step_lr == pytest.approx(step_lr_for(gamma, 0.01, saved.sampler.n_steps_each), rel=1e-9)
-        state = torch.load(sweep / job / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        state = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
         expected = make_sigmas("geometric", saved.sigmas.sigma_begin, 0.01, levels)
         buffers = [k for k in state if k.endswith(".sigmas")]  # the network's and its EMA copy's
         assert "net.sigmas" in buffers
         for name in buffers:
             torch.testing.assert_close(state[name].double(), expected, rtol=1e-6, atol=0)
     assert sigma_1[0] == sigma_1[1] and sigma_1[0] > 1.0
+
+
+def test_one_level_with_a_sampler_grid_is_refused_before_training(tmp_path, capsys):
+    """An honoured L = 1 under experiment=digits_fast (ode on sampler.num_steps=5 sigmas) would fail
+    at the first sample, after training: the sampler's grid is checked against the levels first."""
+    run_dir = tmp_path / "run"
+    overrides = [*TINY_DIGITS, "experiment=digits_fast", "fid=none", "callbacks.best=null", "sigmas.num_scales=1"]
+    with hydra_job([*overrides, f"paths.run_dir={run_dir}"]) as cfg:
+        assert run_entry(train.train, cfg) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: sampler.num_steps=5 is invalid"), err
+    assert "1 noise level)" in err[0]
+    assert not (run_dir / "checkpoints").exists()

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, sweep_job
 from hydra import compose, initialize_config_dir
 
 import ncsn.training.score_model
@@ -294,26 +294,29 @@ def test_sigterm_stops_a_multirun_at_the_preempted_job_and_the_sweep_resumes(tmp
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline")
     proc = subprocess.Popen(command(100000), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
-        metrics = sweep / "0" / "metrics.csv"
         deadline = time.time() + 300
-        while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 20):
+        while time.time() < deadline:
+            metrics = next(sweep.glob("*/metrics.csv"), None)  # the first job's (named by its settings)
+            if metrics is not None and len(metrics.read_text().splitlines()) >= 20:
+                break
             time.sleep(0.5)
-        assert metrics.exists(), "training did not start"
+        assert metrics is not None, "training did not start"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) == 0, proc.stderr.read()[-2000:]
     finally:
         if proc.poll() is None:  # still running (e.g. it went on to the next job): do not leave it behind
             proc.kill()
             proc.wait()
-    assert json.loads((sweep / "0" / "results.json").read_text())["status"] == "preempted"
-    assert not (sweep / "1").exists()  # the sweep stopped at the preempted job
-    step = torch.load(sweep / "0" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    job0 = sweep_job(sweep, "seed=1")
+    assert json.loads((job0 / "results.json").read_text())["status"] == "preempted"
+    assert [p for p in sweep.iterdir() if p.is_dir()] == [job0]  # the sweep stopped at the preempted job
+    step = torch.load(job0 / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
     res = subprocess.run(command(step + 8), env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
-    for job in ("0", "1"):
-        results = json.loads((sweep / job / "results.json").read_text())
+    for seed in ("1", "2"):
+        results = json.loads((sweep_job(sweep, f"seed={seed}") / "results.json").read_text())
         assert results["status"] == "finished" and results["global_step"] == step + 8
-    assert metric_steps(sweep / "0", "train/loss") == list(range(OFF, step + 8 + OFF))  # resumed, not restarted
+    assert metric_steps(job0, "train/loss") == list(range(OFF, step + 8 + OFF))  # resumed, not restarted
 
 
 def test_sigterm_saves_checkpoint_and_exits_zero_then_resumes(tmp_path):

@@ -10,7 +10,7 @@ import re
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_DIGITS, free_port, run_cli
+from conftest import ROOT, TINY_DIGITS, free_port, run_cli, sweep_job
 from hydra import compose, initialize_config_dir
 
 from ncsn.training.loggers import make_wandb_logger
@@ -201,7 +201,8 @@ def test_wandb_sweep_group_and_names_under_multirun(tmp_path):
         f"hydra.sweep.dir={tmp_path / 'sweep' / '2026-12-01' / '23-40-05'}",
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    runs = [read_offline_run(tmp_path / "sweep" / "2026-12-01" / "23-40-05" / str(i))["run"] for i in (0, 1)]
+    sweep = tmp_path / "sweep" / "2026-12-01" / "23-40-05"
+    runs = [read_offline_run(sweep_job(sweep, f"seed={i}"))["run"] for i in (0, 1)]
     assert [r["name"] for r in runs] == ["seed=0", "seed=1"]  # only the key that varies
     assert {r["group"] for r in runs} == {"digits_2026-12-01_23-40-05"}  # unique across days
     assert res.stdout.count("── train.py finished") == 2

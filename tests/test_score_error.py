@@ -101,7 +101,7 @@ def test_a_zero_network_has_relative_error_one_and_the_noise_as_loss():
     sigmas, power = torch.tensor([0.5, 0.1]), 2.0
     gen = torch.Generator().manual_seed(0)
     rows = score_error_by_sigma(lambda x, k: torch.zeros_like(x), train, held, sigmas, power, 50, gen)
-    for r, sigma in zip(rows, sigmas.tolist()):
+    for r in rows:
         assert math.isclose(r["rel_score_error"], 1.0, rel_tol=1e-9)
         # loss = 1/2 sigma^2 E|z / sigma|^2 = D / 2 = 8 (600 draws of 16 dims: ~2% standard error)
         assert abs(r["loss"] - 8.0) < 0.8
@@ -118,7 +118,7 @@ def test_the_network_loss_is_the_repositorys_dsm_loss_on_the_same_draws(power):
 
     for k in range(len(sigmas)):
         (row,) = score_error_by_sigma(
-            lambda x, _: net(x, torch.full((len(x),), k)),
+            lambda x, _, k=k: net(x, torch.full((len(x),), k)),
             train,
             held,
             sigmas[k : k + 1],
@@ -133,9 +133,7 @@ def test_the_network_loss_is_the_repositorys_dsm_loss_on_the_same_draws(power):
 
 def _ctx(tmp_path, net, **score_error):
     dm = DigitsDataModule(num_val=8)
-    cfg = OmegaConf.create(
-        {"seed": 0, "score_error": {"n_images": 6, "n_noise": 2, "num_sigmas": None, **score_error}}
-    )
+    cfg = OmegaConf.create({"seed": 0, "score_error": {"n_images": 6, "n_noise": 2, "num_sigmas": None, **score_error}})
     train_cfg = OmegaConf.create({"loss": {"anneal_power": 2.0}})
     return ModeContext(cfg, train_cfg, net.eval(), dm, Sampler(batch_size=4), tmp_path, "cpu")
 

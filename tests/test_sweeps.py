@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, sweep_job
 from omegaconf import OmegaConf
 
 from ncsn.compare import compare
@@ -75,8 +75,8 @@ def test_multirun_with_ddp_runs_each_job_once_on_every_rank(tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     assert [p.name for p in tmp_path.iterdir()] == ["sweep"]
-    jobs = job_dirs(sweep)
-    assert [j.name for j in jobs] == ["0", "1"]
+    jobs = [sweep_job(sweep, f"sigmas.num_scales={n}") for n in (2, 3)]  # named by their settings
+    assert job_dirs(sweep) == sorted(jobs)
     for job, num_scales in zip(jobs, (2, 3)):
         rank0 = OmegaConf.load(job / ".hydra" / "config.yaml")
         rank1 = OmegaConf.load(job / ".hydra" / "config.rank1.yaml")

@@ -14,10 +14,19 @@ With ``continuous=True`` (for sigma-continuous networks, ``net.continuous``) eac
 sigma is drawn log-uniformly in [sigma_L, sigma_1] instead of from the L levels, and the network
 is called with the sigma values (a floating tensor) instead of level indices; the reported
 ``level_index`` is then the training level nearest in log sigma (for per-level logging).
+With ``lognormal=(p_mean, p_std)`` as well, ln sigma is drawn from N(p_mean, p_std^2) (EDM's
+training distribution, Karras et al. 2022: p_mean = -1.2, p_std = 1.2) truncated to
+[ln sigma_L, ln sigma_1] (by the inverse CDF: exact, no rejection loop), the range the samplers
+use and the networks' sigma features are laid out on.
+
+``sigma_data``: EDM's loss weight instead of sigma^anneal_power, lambda(sigma) =
+sigma^2 (1 + sigma^2 / sigma_data^2), i.e. 1 / c_out^2 on the denoiser (``ncsn.nets.precond``
+derives the equivalence).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -41,24 +50,31 @@ def dsm_loss(
     generator: torch.Generator | None = None,
     level_index: torch.Tensor | None = None,
     continuous: bool = False,
+    lognormal: tuple[float, float] | None = None,
+    sigma_data: float | None = None,
 ) -> DSMOutput:
     """Annealed DSM loss of NCSN Eq. (6) for one batch ``x`` (N, ...).
 
     ``sigmas`` are the noise levels (index 0 = largest); ``level_index`` may fix the level of
     each example (validation per level), otherwise it is drawn uniformly with ``generator``.
     ``continuous``: sigma log-uniform in [sigma_L, sigma_1] per example (see the module docstring;
-    a given ``level_index`` still fixes the levels).
+    a given ``level_index`` still fixes the levels); with ``lognormal=(p_mean, p_std)`` ln sigma is
+    a truncated normal instead. ``sigma_data``: EDM's weight (module docstring).
     """
     n = x.shape[0]
     if continuous and level_index is None:
         log_sig = torch.log(sigmas.to(device=x.device, dtype=torch.float64))
         u = torch.rand(n, device=x.device, generator=generator, dtype=torch.float64)
-        log_s = log_sig[-1] + u * (log_sig[0] - log_sig[-1])
+        if lognormal is None:
+            log_s = log_sig[-1] + u * (log_sig[0] - log_sig[-1])
+        else:
+            log_s = truncated_normal(u, lognormal[0], lognormal[1], float(log_sig[-1]), float(log_sig[0]))
         level_index = (log_s[:, None] - log_sig[None]).abs().argmin(dim=1)
         sigma = torch.exp(log_s).to(x.dtype).view(n, *([1] * (x.dim() - 1)))
         z = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
         score = score_fn(x + sigma * z, sigma.flatten())
-        per_example = 0.5 * ((score + z / sigma) ** 2).flatten(1).sum(1) * sigma.flatten() ** anneal_power
+        weight = _weight(sigma.flatten(), anneal_power, sigma_data)
+        per_example = 0.5 * ((score + z / sigma) ** 2).flatten(1).sum(1) * weight
         return DSMOutput(per_example.mean(), per_example, level_index, sigma.flatten())
     if level_index is None:
         level_index = torch.randint(0, len(sigmas), (n,), device=x.device, generator=generator)
@@ -66,8 +82,25 @@ def dsm_loss(
     z = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
     perturbed = x + sigma * z
     score = score_fn(perturbed, level_index)
-    per_example = 0.5 * ((score + z / sigma) ** 2).flatten(1).sum(1) * sigma.flatten() ** anneal_power
+    weight = _weight(sigma.flatten(), anneal_power, sigma_data)
+    per_example = 0.5 * ((score + z / sigma) ** 2).flatten(1).sum(1) * weight
     return DSMOutput(per_example.mean(), per_example, level_index, sigma.flatten())
+
+
+def _weight(sigma: torch.Tensor, anneal_power: float, sigma_data: float | None) -> torch.Tensor:
+    """lambda(sigma): sigma^anneal_power, or EDM's sigma^2 (1 + sigma^2 / sigma_data^2)."""
+    if sigma_data is None:
+        return sigma**anneal_power
+    return sigma**2 * (1.0 + sigma**2 / sigma_data**2)
+
+
+def truncated_normal(u: torch.Tensor, mean: float, std: float, low: float, high: float) -> torch.Tensor:
+    """N(mean, std^2) restricted to [low, high], from uniforms ``u`` in [0, 1) by the inverse CDF."""
+    if not std > 0:
+        raise ValueError(f"loss.lognormal_std={std!r} is invalid: must be a number > 0")
+    cdf = [0.5 * math.erfc(-(b - mean) / (std * math.sqrt(2.0))) for b in (low, high)]
+    p = (cdf[0] + u * (cdf[1] - cdf[0])).clamp(min=1e-300, max=1.0 - 1e-16)
+    return (mean + std * torch.special.ndtri(p)).clamp(low, high)
 
 
 def per_level_mean(per_example: torch.Tensor, level_index: torch.Tensor, num_scales: int):

@@ -7,24 +7,34 @@ CSVLogger: every evaluation of the metric during training), ``results.json`` (th
 ``"status": "finished"``), ``val_loss_by_sigma.csv`` (the validation loss per noise level),
 ``samples/final.png`` (train.py) or ``samples.png`` (sample.py) and a ``*.log`` file.
 
-The sweep's settings are the config keys whose value differs between jobs (the config flattened
-to dotted keys, plus one key per override that is not a config key, e.g. a config-group choice
-``model=small_conv``; keys under a varying group choice are folded into it). Never settings:
+The sweep's settings are the keys the user swept whose value differs between jobs: when every job
+has ``overrides.yaml`` (train.py and sample.py write it), only config keys named there (a config-
+group choice such as ``model=small_conv`` folds the keys under it), never keys derived from them;
+otherwise every config key that differs (the config flattened to dotted keys). Never settings:
 keys under ``hydra``/``paths``, any ``*dir``/``*dirpath`` key, any key whose value points inside
-the job's or the sweep's directory (checkpoint and sample folders), and a key that only mirrors
-another (its value equals a varying key's value in every job, e.g. ``callbacks.samples.seed`` =
-``${seed}``; the key named on the command line is kept).
+the job's or the sweep's directory, and a key that only mirrors another (its value equals a
+varying key's value in every job; the key named on the command line is kept). A sample.py job
+that re-scores a training job's checkpoint (``ckpt_path`` swept) takes the training job's swept
+settings as ``train_config.<key>`` instead of ``ckpt_path``.
 
 For each job: the best value of the metric (the minimum over the run's evaluations in
-metrics.csv, with its step; sample.py runs have one evaluation) and the final one (results.json).
-When ``seed`` varies, jobs that differ only by seed form one group: mean ± std (over seeds) and n.
-Groups are sorted by the best value. Writes into the output directory (default: SWEEP_DIR):
+metrics.csv, with its step) and the final one (results.json); sample.py runs have one evaluation:
+one column. When ``seed`` (or ``train_config.seed``) varies, jobs that differ only by it form one
+group: mean ± std (over seeds) and n. Groups are sorted by the best value, ties by setting value.
+Writes into the output directory (default: SWEEP_DIR):
 
-- ``compare.md``: the ablation table with each group's final sample grids beside its row, the
-  plots, a table of every job, and the unfinished or failed jobs with the last line of their log;
-- ``compare.csv``: one row per job (every numeric result);
+- ``compare.md``: the ablation table with each group's sample grids beside its row (full size,
+  linked), the plots, a table of every job, and the unfinished or failed jobs with the last line
+  of their log; schedule-dependent results (``val/loss``) stay out of the ablation table when the
+  sweep varies ``sigmas.*``;
+- ``table.csv`` / ``table.tex``: the ablation table as CSV (mean, std columns) and LaTeX (booktabs);
+- ``compare.csv``: one row per job (every numeric result, none repeating the metric's columns);
 - ``compare.png``: best (solid, error bars = std over seeds) and final (dashed) metric against
-  each setting, one line per combination of the other settings;
+  each setting, one series per combination of the other settings (categories as points, never
+  joined; log y when the values span more than 10x); for an Optuna search (``optimization_results
+  .yaml`` or ``optuna.journal`` in SWEEP_DIR): one scatter per parameter against the objective;
+- ``nfe.png`` (a ``sampler.kind`` sweep): the metric, and ``kid`` when present, against NFE, one
+  series per kind;
 - ``loss_by_sigma.png``: the validation DSM loss against sigma of every job's (group's) last
   validation, overlaid (comparable across noise schedules: keyed by sigma, not level index).
 
@@ -35,13 +45,14 @@ missing or without a readable job, an output directory that cannot be written (r
 Standard library, PyYAML/OmegaConf, matplotlib.
 
 Modules: ``jobs`` (reading a sweep), ``analysis`` (settings, best/final, groups), ``report``
-(markdown, csv, plots), ``cli`` (the command line).
+(markdown, csv, LaTeX), ``plots``, ``cli`` (the command line).
 """
 
 from .analysis import IGNORE, Comparison, Group, best_and_final, compare, default_metric, varying_keys
 from .cli import main
 from .jobs import Job, find_jobs, load_job, read_history
-from .report import plot, plot_loss_by_sigma, to_markdown, write_csv, write_report
+from .plots import plot, plot_loss_by_sigma, plot_nfe, plot_search
+from .report import main_table, to_latex, to_markdown, write_csv, write_report, write_table_csv
 
 __all__ = [
     "IGNORE",
@@ -54,11 +65,16 @@ __all__ = [
     "find_jobs",
     "load_job",
     "main",
+    "main_table",
     "plot",
     "plot_loss_by_sigma",
+    "plot_nfe",
+    "plot_search",
     "read_history",
+    "to_latex",
     "to_markdown",
     "varying_keys",
     "write_csv",
     "write_report",
+    "write_table_csv",
 ]

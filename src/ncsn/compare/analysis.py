@@ -32,6 +32,12 @@ HEADLINE = (
     "nfe",
     "time_s",
 )
+#: Keys that are a run's seed: jobs differing only by them are aggregated (the sampling seed, or the
+#: training seed of a re-scored checkpoint).
+SEEDS = ("seed", "train_config.seed")
+#: Results that depend on the noise schedule (a loss summed over other sigmas is another quantity):
+#: out of the ablation table when the sweep varies the schedule (``sigmas.*``); per job and per sigma.
+SCHEDULE_DEPENDENT = ("val/loss", "train/loss", "val/loss_*")
 
 
 @dataclass
@@ -46,6 +52,8 @@ class Comparison:
     headline: list = field(default_factory=list)  # results shown in the ablation table
     descending: bool = False
     skipped: list = field(default_factory=list)  # jobs left out: their config cannot be read (``Job.skipped``)
+    single: bool = False  # one evaluation per job (sample.py): no best/step/final columns, the value alone
+    moved: list = field(default_factory=list)  # schedule-dependent results left out of the ablation table
 
     @property
     def unfinished(self) -> list:
@@ -53,15 +61,19 @@ class Comparison:
 
     @property
     def best_col(self) -> str:
-        return f"best {self.metric}"
+        return self.metric if self.single else f"best {self.metric}"
 
     @property
-    def step_col(self) -> str:
-        return f"best {self.metric} step"
+    def step_col(self) -> str | None:
+        return None if self.single else f"best {self.metric} step"
 
     @property
     def final_col(self) -> str:
-        return f"final {self.metric}"
+        return self.metric if self.single else f"final {self.metric}"
+
+    @property
+    def seed_keys(self) -> list:
+        return [k for k in self.varying if k in SEEDS]
 
 
 @dataclass
@@ -74,6 +86,13 @@ class Group:
 
 def _key(v) -> str:
     return json.dumps(v, sort_keys=True, default=str)
+
+
+def value_order(v):
+    """Sort key of setting values: numbers by value (5e-06 before 1e-05), then the rest naturally."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v):
+        return (0, float(v), [])
+    return (1, 0.0, _natural("null" if v is None else str(v)))
 
 
 def _points_inside(value, job: Job, sweep_dir: Path | None) -> bool:
@@ -103,11 +122,13 @@ def varying_keys(jobs, ignore=IGNORE, sweep_dir=None) -> list:
     keys = [k for k in keys if not any(fnmatch.fnmatchcase(k, p) for p in ignore)]
     vary = {k for k in keys if len({_key(j.config.get(k)) for j in jobs}) > 1}
     vary = {k for k in vary if not any(_points_inside(j.config.get(k), j, sweep_dir) for j in jobs)}
-    vary = {k for k in vary if not any(k.startswith(g + ".") for g in vary)}
     order = {}
     for j in jobs:
         for k in j.override_keys:
             order.setdefault(k, len(order))
+    if jobs and all(j.has_overrides for j in jobs):  # only what the user swept, not what it implies
+        vary = {k for k in vary if k in order or any(k.startswith(g + ".") for g in order)}
+    vary = {k for k in vary if not any(k.startswith(g + ".") for g in vary)}
     ranked = sorted(vary, key=lambda k: (order.get(k, len(order)), k.count("."), len(k), k))
     kept, seen = [], {}
     for k in ranked:
@@ -140,6 +161,26 @@ def best_and_final(job: Job, metric: str, descending: bool = False) -> tuple[flo
     return final, None, final
 
 
+def _result_columns(jobs, metric: str) -> list:
+    """The numeric results.json keys beside the metric, less duplicates of the metric's own columns:
+    ``<metric>/best`` and ``<metric>/best_step`` (train.py's record of the best), and a key equal to
+    the metric in every job that has both (sample.py's ``fid/denoised`` when ``fid`` is that)."""
+    keys = {
+        k
+        for j in jobs
+        if j.results
+        for k, v in j.results.items()
+        if k not in (metric, "status", f"{metric}/best", f"{metric}/best_step") and not math.isnan(_num(v))
+    }
+
+    def same(k):
+        has = [j.results for j in jobs if j.results and k in j.results and metric in j.results]
+        pairs = [(r[k], r[metric]) for r in has]
+        return bool(pairs) and all(_num(a) == _num(b) for a, b in pairs)
+
+    return sorted(k for k in keys if not same(k))
+
+
 def _stats(values: list) -> tuple:
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals:
@@ -156,18 +197,15 @@ def compare(sweep_dir, metric: str | None = None, ignore=IGNORE, descending: boo
     metric = metric or default_metric(jobs)
     vary = varying_keys(jobs, ignore, sweep_dir)
     c = Comparison(metric, vary, [], [], descending=descending, skipped=[j for j in found if j.skipped])
-    group_keys = [k for k in vary if k != "seed"]
-    others = sorted(
-        {
-            k
-            for j in jobs
-            if j.results
-            for k, v in j.results.items()
-            if k not in (metric, "status") and not math.isnan(_num(v))
-        }
-    )
-    c.headline = [k for k in HEADLINE if k in others]
-    c.columns = ["job", *vary, c.best_col, c.step_col, c.final_col, *others, "status"]
+    group_keys = [k for k in vary if k not in SEEDS]
+    c.single = not any(j.history.get(metric) for j in jobs)
+    others = _result_columns(jobs, metric)
+    schedule = [k for k in group_keys if k.split(".")[0] == "sigmas" or k.startswith("train_config.sigmas")]
+    headline = [k for k in HEADLINE if k in others]
+    c.moved = [k for k in headline if schedule and any(fnmatch.fnmatchcase(k, p) for p in SCHEDULE_DEPENDENT)]
+    c.headline = [k for k in headline if k not in c.moved]
+    fixed = [c.best_col] if c.single else [c.best_col, c.step_col, c.final_col]
+    c.columns = ["job", *vary, *fixed, *others, "status"]
     sign = -1 if descending else 1
 
     def order(j):
@@ -178,8 +216,10 @@ def compare(sweep_dir, metric: str | None = None, ignore=IGNORE, descending: boo
     for j in jobs:
         best, step, final = best_and_final(j, metric, descending)
         row = {"job": j.name, **{k: j.config.get(k) for k in vary}, **(j.results or {}), "status": j.status}
-        row.update({c.best_col: None if math.isnan(best) else best, c.step_col: step})
         row[c.final_col] = None if math.isnan(final) else final
+        row.update({c.best_col: None if math.isnan(best) else best})
+        if c.step_col:
+            row[c.step_col] = step
         c.rows.append({col: row.get(col) for col in c.columns})
     c.jobs = jobs
 
@@ -188,7 +228,7 @@ def compare(sweep_dir, metric: str | None = None, ignore=IGNORE, descending: boo
         if j.finished:
             groups.setdefault(tuple(_key(j.config.get(k)) for k in group_keys), []).append(j)
     for members in groups.values():
-        members.sort(key=lambda j: (_num(j.config.get("seed")), _natural(j.name)))
+        members.sort(key=lambda j: ([value_order(j.config.get(k)) for k in SEEDS], _natural(j.name)))
         bfs = [best_and_final(j, metric, descending) for j in members]
         stats = {c.best_col: _stats([b for b, _, _ in bfs]), c.final_col: _stats([f for _, _, f in bfs])}
         for k in c.headline:
@@ -199,7 +239,7 @@ def compare(sweep_dir, metric: str | None = None, ignore=IGNORE, descending: boo
         key=lambda g: (
             math.isnan(g.stats[c.best_col][0]),
             sign * g.stats[c.best_col][0] if not math.isnan(g.stats[c.best_col][0]) else 0,
-            _natural(g.jobs[0].name),
+            [value_order(g.settings[k]) for k in group_keys],
         )
     )
     c.group_keys = group_keys

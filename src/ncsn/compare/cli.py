@@ -24,7 +24,7 @@ def main(argv=None) -> int:
         "--out",
         type=Path,
         default=None,
-        help="where to write compare.{md,csv,png} and loss_by_sigma.png (default: SWEEP_DIR)",
+        help="where to write compare.{md,csv,png}, table.{csv,tex} and the other plots (default: SWEEP_DIR)",
     )
     p.add_argument(
         "--metric",
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     for j in c.skipped:
         print(f"warning: skipped job {j.name}: {j.skipped}", file=sys.stderr)
     try:
-        written = write_report(c, out, title=f"Sweep {a.sweep_dir.resolve().name}")
+        written = write_report(c, out, title=f"Sweep {a.sweep_dir.resolve().name}", sweep_dir=a.sweep_dir)
     except OSError as e:  # e.g. the disk filled up while writing: nothing of the report is left
         return _error(cannot_write(out, key, e))
     print((out / "compare.md").read_text(), end="")

@@ -25,6 +25,7 @@ class Job:
     path: Path | None = None  # the job directory
     history: dict = field(default_factory=dict)  # metrics.csv: {column: [(step, value), ...]}
     skipped: str = ""  # why the job is left out of the comparison (its config cannot be read)
+    has_overrides: bool = False  # .hydra/overrides.yaml was read: the settings are what it names
 
     @property
     def finished(self) -> bool:
@@ -59,6 +60,32 @@ def _override_items(path: Path) -> list:
             pass
         items.append((key.lstrip("+~"), value))
     return items
+
+
+def training_settings(config: dict, keys: list) -> tuple[dict, list]:
+    """A sample.py job that re-scores a training job's checkpoint (``ckpt_path`` named on its
+    command line): the training job's overrides (``.hydra/overrides.yaml`` of the directory holding
+    the checkpoint folder) as ``train_config.<key>`` settings, valued from the checkpoint's saved
+    config (``train_config``) where it has the key, in place of ``ckpt_path``. Unchanged when the
+    training job's record is not found."""
+    ckpt = config.get("ckpt_path")
+    if "ckpt_path" not in keys or not isinstance(ckpt, str) or not any(k.startswith("train_config.") for k in config):
+        return config, keys
+    for parent in list(Path(ckpt).parents)[:3]:
+        items = _override_items(parent / ".hydra" / "overrides.yaml")
+        if items:
+            break
+    else:
+        return config, keys
+    config = {k: v for k, v in config.items() if k != "ckpt_path"}
+    added = []
+    for key, value in items:
+        if key.startswith("hydra.") or key == "hydra":
+            continue
+        added.append(f"train_config.{key}")
+        config.setdefault(f"train_config.{key}", value)
+    at = keys.index("ckpt_path")
+    return config, [*keys[:at], *added, *keys[at + 1 :]]
 
 
 def _last_log_line(job_dir: Path) -> str:
@@ -115,12 +142,14 @@ def load_job(job_dir: Path, sweep_dir: Path) -> Job:
     except Exception as e:  # noqa: BLE001 - report, don't crash: the job is left out of the table
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         status = skipped = f"unreadable config ({type(e).__name__}: {first[:120]})"
+    has_overrides = not skipped and (job_dir / ".hydra" / "overrides.yaml").is_file()
     try:
         for key, value in [] if skipped else _override_items(job_dir / ".hydra" / "overrides.yaml"):
             keys.append(key)
             config.setdefault(key, value)
+        config, keys = training_settings(config, keys)
     except Exception:  # noqa: BLE001 - a broken overrides.yaml: the config alone says what varies
-        keys = []
+        keys, has_overrides = [], False
     res_path = job_dir / "results.json"
     if res_path.is_file():
         try:
@@ -142,7 +171,7 @@ def load_job(job_dir: Path, sweep_dir: Path) -> Job:
             note = "; ".join(x for x in (f"last logged step {step}" if step else "", line) if x)
         except Exception:  # noqa: BLE001
             pass
-    return Job(name, config, keys, results, status, note, job_dir, history, skipped)
+    return Job(name, config, keys, results, status, note, job_dir, history, skipped, has_overrides)
 
 
 def _natural(name: str):

@@ -1,4 +1,5 @@
-"""The report of a comparison: compare.md, compare.csv, compare.png, loss_by_sigma.png."""
+"""The report of a comparison: compare.md, compare.csv (every job), the ablation table as
+table.csv and table.tex (LaTeX, booktabs), and the plots (``plots``)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..loss_by_sigma import last_loss_by_sigma
-from .analysis import Comparison, _key, _stats
-from .jobs import Job, _natural
+from .analysis import Comparison, _key, value_order
+from .jobs import Job
+from .plots import is_search, plot, plot_loss_by_sigma, plot_nfe, plot_search
 
 #: Sample grids shown beside a job's row, first found.
 SAMPLE_GRIDS = ("samples/final.png", "samples.png")
@@ -52,8 +53,73 @@ def _grid(job: Job, out: Path) -> str | None:
 
 
 def _values_of(jobs, key) -> str:
-    vals = sorted({_key(j.config.get(key)) for j in jobs}, key=_natural)
-    return ", ".join(_setting(json.loads(v)) for v in vals)
+    vals = sorted((json.loads(v) for v in {_key(j.config.get(key)) for j in jobs}), key=value_order)
+    return ", ".join(_setting(v) for v in vals)
+
+
+def main_table(c: Comparison) -> tuple[list, list]:
+    """The ablation table: (header, rows), one row per group; a cell is a setting value, n, a
+    ``(mean, std, n)`` stat or the steps of the best values (a list)."""
+    head = [*c.group_keys, "n"]
+    head += [c.metric] if c.single else [f"best {c.metric}", "at step", f"final {c.metric}"]
+    head += c.headline
+    rows = []
+    for g in c.groups:
+        cells = [g.settings[k] for k in c.group_keys] + [len(g.jobs), g.stats[c.best_col]]
+        cells += [] if c.single else [g.steps, g.stats[c.final_col]]
+        rows.append(cells + [g.stats[k] for k in c.headline])
+    return head, rows
+
+
+def _cell(v, setting: bool) -> str:
+    if isinstance(v, tuple):
+        return _fmt_stat(v)
+    if isinstance(v, list):
+        return ", ".join("-" if s is None else _fmt(s) for s in v)
+    return _setting(v) if setting else _fmt(v)
+
+
+def _tex(text: str) -> str:
+    out = "".join("\\" + ch if ch in "&%$#_{}" else ch for ch in text)
+    return out.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
+
+
+def to_latex(c: Comparison) -> str:
+    """The ablation table as a LaTeX tabular (booktabs: \\toprule, \\midrule, \\bottomrule),
+    mean $\\pm$ std over seeds; the best row's metric in bold."""
+    head, rows = main_table(c)
+    ns = len(c.group_keys)
+    lines = [r"\begin{tabular}{" + "l" * ns + "r" * (len(head) - ns) + "}", r"\toprule"]
+    lines += [" & ".join(_tex(h) for h in head) + r" \\", r"\midrule"]
+    for i, cells in enumerate(rows):
+        out = []
+        for j, v in enumerate(cells):
+            text = _tex(_cell(v, j < ns)).replace(" ± ", r" $\pm$ ")
+            out.append(r"\textbf{" + text + "}" if i == 0 and j == ns + 1 and text else text)
+        lines.append(" & ".join(out) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_table_csv(c: Comparison, path: Path) -> None:
+    """The ablation table as CSV: a stat column becomes ``<name> mean``, ``<name> std`` (n: its own column)."""
+    head, rows = main_table(c)
+    stat_cols = {j for r in rows for j, v in enumerate(r) if isinstance(v, tuple)}
+    header = [x for j, h in enumerate(head) for x in ((f"{h} mean", f"{h} std") if j in stat_cols else (h,))]
+    with path.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            cells = []
+            for j, v in enumerate(r):
+                if j in stat_cols:
+                    mean, std, n = v if isinstance(v, tuple) else (None, None, 0)
+                    cells += ["" if not n else mean, "" if std is None else std]
+                elif isinstance(v, list):
+                    cells.append(_cell(v, False))
+                else:
+                    cells.append(_key(v) if isinstance(v, dict) else "" if v is None else v)
+            w.writerow(cells)
 
 
 def to_markdown(c: Comparison, out: Path | None = None, plots: tuple = (), title: str = "") -> str:
@@ -67,36 +133,40 @@ def to_markdown(c: Comparison, out: Path | None = None, plots: tuple = (), title
         + (f", {len(c.skipped)} skipped (below)" if c.skipped else "")
         + f". Settings that vary: {settings}.",
         "",
-        f"Sorted by the best `{c.metric}` ({'largest' if c.descending else 'smallest'} first): the "
-        f"{'maximum' if c.descending else 'minimum'} over each run's evaluations (metrics.csv), with the "
-        f"step where it was reached; `final` is the value at the end of the run."
+        (
+            f"Sorted by `{c.metric}` ({'largest' if c.descending else 'smallest'} first), one evaluation per job."
+            if c.single
+            else f"Sorted by the best `{c.metric}` ({'largest' if c.descending else 'smallest'} first): the "
+            f"{'maximum' if c.descending else 'minimum'} over each run's evaluations (metrics.csv), with the "
+            f"step where it was reached; `final` is the value at the end of the run."
+        )
         + (
-            " Jobs that differ only by `seed` are aggregated: mean ± std over the n seeds."
-            if "seed" in c.varying
+            f" Jobs that differ only by {' / '.join(f'`{k}`' for k in c.seed_keys)} are aggregated: "
+            "mean ± std over the n seeds."
+            if c.seed_keys
+            else ""
+        )
+        + (
+            f" Not in this table ({', '.join(f'`{k}`' for k in c.moved)}): it depends on the noise schedule, "
+            "which this sweep varies (every job below; per noise level in loss_by_sigma.png)."
+            if c.moved
             else ""
         ),
         "",
     ]
-    gk = c.group_keys
-    head = [*gk, "n", f"best {c.metric}", "at step", f"final {c.metric}", *c.headline, "final samples"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for g in c.groups:
+    head, rows = main_table(c)
+    ns = len(c.group_keys)
+    lines += ["| " + " | ".join([*head, "samples"]) + " |", "|" + "---|" * (len(head) + 1)]
+    for g, cells in zip(c.groups, rows):
         grids = []
         for j in g.jobs:
             rel = _grid(j, out)
             if rel:
-                alt = f"seed {_fmt(j.config.get('seed'))}" if "seed" in c.varying else j.name
-                grids.append(f'<img src="{rel}" width="120" alt="{alt}" title="{j.name}">')
-        cells = [_setting(g.settings[k]) for k in gk]
-        cells += [
-            str(len(g.jobs)),
-            _fmt_stat(g.stats[c.best_col]),
-            ", ".join("-" if s is None else _fmt(s) for s in g.steps),
-        ]
-        cells += [_fmt_stat(g.stats[c.final_col]), *(_fmt_stat(g.stats[k]) for k in c.headline), " ".join(grids)]
-        lines.append("| " + " | ".join(cells) + " |")
+                seed = next((f"seed {_fmt(j.config.get(k))}" for k in c.seed_keys), j.name)
+                grids.append(f'<a href="{rel}"><img src="{rel}" alt="{seed}" title="{j.name}"></a>')
+        lines.append("| " + " | ".join([*(_cell(v, i < ns) for i, v in enumerate(cells)), " ".join(grids)]) + " |")
     if not c.groups:
-        lines.append("| " + " | ".join([""] * len(head)) + " |")
+        lines.append("| " + " | ".join([""] * (len(head) + 1)) + " |")
     for name, caption in plots:
         lines += ["", f"![{caption}]({name})", "", f"*{caption}*"]
     lines += ["", "## Every job", "", "| " + " | ".join(c.columns) + " |", "|" + "---|" * len(c.columns)]
@@ -122,110 +192,31 @@ def write_csv(c: Comparison, path: Path) -> None:
         )
 
 
-def plot(c: Comparison, path: Path) -> bool:
-    """Best (solid, error bars: std over seeds) and final (dashed) metric against each setting,
-    one line per combination of the other settings. Returns False (and writes nothing) when no
-    group has a numeric metric."""
-    groups = [g for g in c.groups if not math.isnan(g.stats[c.best_col][0])]
-    if not groups:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    keys = c.group_keys or ["job"]
-    ncols = min(3, len(keys))
-    nrows = math.ceil(len(keys) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(5.2 * ncols, 4 * nrows), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, key in zip(axes.flat, keys):
-        x_of = (lambda g: g.jobs[0].name) if key == "job" else (lambda g, key=key: g.settings.get(key))
-        xs = [x_of(g) for g in groups]
-        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in xs)
-        cats = sorted({_fmt(x) for x in xs}, key=_natural)
-        pos = (lambda x: float(x)) if numeric else (lambda x, cats=cats: cats.index(_fmt(x)))
-        rest = [k for k in c.group_keys if k != key]
-        lines = {}
-        for g, x in zip(groups, xs):
-            lines.setdefault(_label({k: g.settings.get(k) for k in rest}), []).append((pos(x), g))
-        for i, (label, pts) in enumerate(sorted(lines.items(), key=lambda kv: _natural(kv[0]))):
-            pts.sort(key=lambda p: p[0])
-            color = colors[i % len(colors)]
-            px = [p for p, _ in pts]
-            best = [g.stats[c.best_col] for _, g in pts]
-            final = [g.stats[c.final_col] for _, g in pts]
-            yerr = [s[1] or 0.0 for s in best]
-            name = "" if label == "all jobs" else f"{label}: "
-            ax.errorbar(px, [s[0] for s in best], yerr=yerr, fmt="o-", capsize=3, color=color, label=f"{name}best")
-            ax.plot(px, [s[0] for s in final], "s--", mfc="none", color=color, alpha=0.7, label=f"{name}final")
-            for p, s in zip(px, best):
-                ax.annotate(f"n={s[2]}", (p, s[0]), textcoords="offset points", xytext=(4, 4), fontsize=6)
-        if numeric and min(xs) > 0 and max(xs) / min(xs) >= 20:
-            ax.set_xscale("log")
-        if numeric:
-            ticks = sorted({float(x) for x in xs})
-            ax.set_xticks(ticks, [_fmt(x) for x in sorted(set(xs))])
-            ax.minorticks_off()
-        else:
-            ax.set_xticks(range(len(cats)), cats, rotation=30, ha="right")
-        ax.set_xlabel(key)
-        ax.set_ylabel(c.metric)
-        ax.grid(alpha=0.3)
-        if len(lines) <= 6:
-            ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(keys) :]:
-        ax.set_visible(False)
-    seeds = " (mean ± std over seeds)" if "seed" in c.varying else ""
-    fig.suptitle(f"{c.metric}: best over the run and final{seeds}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
-
-
-def plot_loss_by_sigma(c: Comparison, path: Path) -> bool:
-    """Every group's last-validation DSM loss per noise level against sigma (mean over seeds,
-    error bars = std), one curve per group. False (nothing written) when no job has
-    ``val_loss_by_sigma.csv``."""
-    curves = []
-    for g in c.groups:
-        per_sigma = {}
-        for j in g.jobs:
-            for r in last_loss_by_sigma(j.path) if j.path is not None else []:
-                per_sigma.setdefault(float(f"{r['sigma']:.6g}"), []).append(r["loss"])
-        if not per_sigma:
-            continue
-        sig = sorted(per_sigma)
-        stats = [_stats(per_sigma[s]) for s in sig]
-        errors = [s[1] or 0.0 for s in stats] if any(s[2] > 1 for s in stats) else None
-        n = max(s[2] for s in stats)
-        label = _label(g.settings) + (f" (n={n})" if "seed" in c.varying else "")
-        curves.append((label, sig, [s[0] for s in stats], errors))
-    if not curves:
-        return False
-    from ..figures import save_loss_by_sigma
-
-    save_loss_by_sigma(curves, path, title="validation DSM loss per noise level, last validation of each run")
-    return True
-
-
-def write_report(c: Comparison, out: Path, title: str = "") -> dict:
-    """compare.md, compare.csv, compare.png, loss_by_sigma.png into ``out``; returns {name: path}.
-    Written into a temporary folder inside ``out``, then moved in: a write that fails (a full
-    disk) raises OSError with nothing of this report left behind (``out`` itself, when this call
-    made it, is removed again)."""
+def write_report(c: Comparison, out: Path, title: str = "", sweep_dir: Path | None = None) -> dict:
+    """compare.md, compare.csv, table.csv, table.tex and the plots (compare.png: the metric against
+    each setting, or one scatter per parameter for an Optuna search in ``sweep_dir``; nfe.png for a
+    sampler-kind sweep; loss_by_sigma.png) into ``out``; returns {name: path}. Written into a
+    temporary folder inside ``out``, then moved in: a write that fails (a full disk) raises OSError
+    with nothing of this report left behind (``out`` itself, when this call made it, is removed)."""
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".compare-", dir=out))
     try:
-        staged = {"csv": stage / "compare.csv"}
+        staged = {"csv": stage / "compare.csv", "table_csv": stage / "table.csv", "tex": stage / "table.tex"}
         write_csv(c, staged["csv"])
+        write_table_csv(c, staged["table_csv"])
+        staged["tex"].write_text(to_latex(c))
         plots = []
-        if plot(c, stage / "compare.png"):
+        if sweep_dir is not None and is_search(sweep_dir) and plot_search(c, stage / "compare.png"):
             staged["png"] = stage / "compare.png"
-            caption = f"{c.metric} against each setting: best over the run (solid) and final (dashed)"
-            plots.append(("compare.png", caption))
+            plots.append(("compare.png", f"search: each trial's {c.best_col} against each parameter"))
+        elif plot(c, stage / "compare.png"):
+            staged["png"] = stage / "compare.png"
+            what = c.metric if c.single else f"{c.metric}: best over the run (solid) and final (dashed),"
+            plots.append(("compare.png", f"{what} against each setting"))
+        if plot_nfe(c, stage / "nfe.png"):
+            staged["nfe"] = stage / "nfe.png"
+            plots.append(("nfe.png", f"{c.metric} against NFE, one series per sampler kind"))
         if plot_loss_by_sigma(c, stage / "loss_by_sigma.png"):
             staged["loss_by_sigma"] = stage / "loss_by_sigma.png"
             plots.append(("loss_by_sigma.png", "validation DSM loss per noise level (last validation), log-log"))

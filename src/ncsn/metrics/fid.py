@@ -15,20 +15,7 @@ and images are given as floats in [0, 1] and turned into what the extractor take
 * Classifier (digits, MNIST): a custom ``nn.Module`` feature extractor
   (``classifier.ClassifierFeatures``) that takes the float images.
 
-KID (Binkowski et al. 2018) on the same features, beside FID: torchmetrics'
-``KernelInceptionDistance`` (unbiased MMD^2 with the cubic polynomial kernel, mean and std over
-``kid_subsets`` random subsets of ``kid_subset_size`` real and generated features each; the
-subsets drawn from a fixed seed, so a score is reproducible). It needs real features, not only
-(mu, sigma): the first ``kid_real_images`` images of the real split, cached beside the statistics
-(also when the FID statistics come from a user's ``stats_path``). The generated features are kept
-(float32, N x D) until ``reset``, gathered across DDP ranks inside ``compute()``.
-
-A 95% interval for one run's FID (``ci_bootstraps`` > 0): the percentile bootstrap over the
-generated features (rows drawn with replacement, the real statistics held fixed, fixed seed), so
-it covers the noise of the N generated samples, not that of the real statistics nor of training.
-Cost: one Fréchet distance per resample (a D x D covariance and eigendecomposition), paid inside
-``compute``: negligible for the digits classifier's features; for Inception's D = 2048 each one is
-a large eigenproblem (slow on a small CPU: the inception config leaves it off).
+KID and an interval for the FID, beside it: see ``spread``.
 
 Keep the metric outside the LightningModule (the samples callback holds it), so it is in no
 state_dict, checkpoint or EMA copy.
@@ -44,11 +31,12 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics.image.fid import FrechetInceptionDistance, _compute_fid
+from torchmetrics.image.fid import FrechetInceptionDistance
 from torchmetrics.image.kid import KernelInceptionDistance
 
 from .classifier import build_classifier_backend
 from .inception import check_inception_weights, to_uint8
+from .spread import bootstrap_fid_interval, kid_score
 from .stats import load_or_compute_real_features, load_or_compute_real_stats
 
 BACKENDS = ("inception", "classifier", "none")
@@ -57,7 +45,7 @@ _REAL_STATES = ("real_features_sum", "real_features_cov_sum", "real_features_num
 #: the count the loaded real statistics are stored with: only their mean and covariance enter
 #: the FID; a power of two keeps ``sum / n`` exact
 _REAL_COUNT = 2
-#: the seed of KID's random subsets
+#: the seed of KID's random subsets and of the FID bootstrap
 KID_SEED = 0
 
 
@@ -255,43 +243,19 @@ class FID(FrechetInceptionDistance):
                 raise ValueError(f"FID.compute: {int(count)} {side} images; at least 2 are needed")
         fid = float(super().compute())
         self.kid_scores = self._kid() if self.kid.real_features else None
-        self.fid_ci = self._bootstrap() if self.ci_bootstraps else None
+        self.fid_ci = self._bootstrap(fid) if self.ci_bootstraps else None
         return fid
 
-    def _bootstrap(self, level: float = 0.95) -> tuple[float, float]:
-        """Percentile bootstrap interval of the FID over the generated features (real side fixed)."""
-        fake = self.fake_features if isinstance(self.fake_features, torch.Tensor) else torch.cat(self.fake_features)
-        fake = fake.double()
-        mu_r, cov_r = (torch.as_tensor(a, device=fake.device) for a in self.real_stats())
-        g = torch.Generator().manual_seed(KID_SEED)
-        n, values = len(fake), []
-        for _ in range(self.ci_bootstraps):
-            f = fake[torch.randint(0, n, (n,), generator=g).to(fake.device)]
-            mu = f.mean(0)
-            cov = (f - mu).t().mm(f - mu) / (n - 1)
-            values.append(float(_compute_fid(mu_r, cov_r, mu, cov)))
-        lo, hi = torch.tensor(values, dtype=torch.float64).quantile(torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
-        return float(lo), float(hi)
-
     def _kid(self) -> tuple[float, float, int]:
-        """(KID, its std over subsets, subset size) of the generated features against the real ones."""
-        fake = self.fake_features if isinstance(self.fake_features, torch.Tensor) else torch.cat(self.fake_features)
-        n_fake, n_real = len(fake), self.num_real_features
-        size = self.kid_subset_size
-        if size is None:
-            size = min(1000, n_fake, n_real)
-        elif size > min(n_fake, n_real):
-            raise ValueError(
-                f"fid.kid_subset_size={size} is invalid here: {n_fake} generated images and {n_real} real "
-                f"features (set it <= {min(n_fake, n_real)}, or null)"
-            )
-        self.kid.subset_size = size
-        self.kid.update(fake, real=False)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(KID_SEED)
-            mean, std = self.kid.compute()
-        self.kid.reset()  # the generated side only (reset_real_features=False)
-        return float(mean), float(std), size
+        return kid_score(self.kid, self._fake(), self.kid_subset_size, KID_SEED)
+
+    def _bootstrap(self, fid: float) -> tuple[float, float]:
+        mu_r, cov_r = self.real_stats()
+        return bootstrap_fid_interval(self._fake(), mu_r, cov_r, fid, self.ci_bootstraps, KID_SEED)
+
+    def _fake(self) -> torch.Tensor:
+        """The generated features (N, D) float32 (all ranks' inside ``compute``)."""
+        return self.fake_features if isinstance(self.fake_features, torch.Tensor) else torch.cat(self.fake_features)
 
     def scores(self, key: str = "fid") -> dict:
         """``{key: FID, 'kid'+rest: KID, 'kid_std'+rest: its std}`` (rest: what follows 'fid' in ``key``,

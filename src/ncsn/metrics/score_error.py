@@ -50,6 +50,8 @@ Plain torch; no Lightning or Hydra.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Callable
 
@@ -62,9 +64,7 @@ def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).to(torch.float64)
 
 
-def posterior_mean(
-    x: torch.Tensor, train: torch.Tensor, sigma, chunk: int = 4096
-) -> tuple[torch.Tensor, torch.Tensor]:
+def posterior_mean(x: torch.Tensor, train: torch.Tensor, sigma, chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
     """(D(x), n_eff): the ideal denoiser sum_i w_i(x) x_i (float64, x's shape) and the effective
     number of training images 1 / sum_i w_i^2 (M,), for points ``x`` (M, ...) and training images
     ``train`` (N, ...) at noise level ``sigma`` (a number or (M,) tensor). Float64 throughout; the
@@ -184,3 +184,14 @@ def score_error_by_sigma(
             }
         )
     return rows
+
+
+def csv_text(rows: list[dict], fair: float, levels: bool) -> str:
+    """``score_error.csv``: a ``level`` column (the index when ``rows`` follow the training levels,
+    else empty), the columns of ``score_error_by_sigma`` and ``fair`` (sigma >= ``fair``)."""
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=["level", *rows[0], "fair"], lineterminator="\n")
+    w.writeheader()
+    for k, r in enumerate(rows):
+        w.writerow({"level": k if levels else "", **r, "fair": r["sigma"] >= fair})
+    return text.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from ..data.base import train_split
 from ..figures import save_loss_by_sigma, save_samples_figure
 from ..loss_by_sigma import FILENAME, by_step, read_loss_by_sigma, write_loss_by_sigma
 from ..sampling import Sampler, dataset_mean
+
+log = logging.getLogger(__name__)
 
 
 def log_image_file(trainer: L.Trainer, key: str, path: Path) -> None:
@@ -103,8 +106,12 @@ class SampleCallback(Callback):
         pl_module.log("sample/time_s", elapsed, rank_zero_only=True)
         pl_module.log("sample/nfe", float(res.nfe), rank_zero_only=True)
         if self.fid is not None:
-            for name, value in self.compute_fid(trainer, pl_module, res).items():
+            scores = self.compute_fid(trainer, pl_module, res)
+            for name, value in scores.items():
                 pl_module.log(name, value, rank_zero_only=True)
+            if trainer.is_global_zero:  # the console and <job>.log: one line per evaluation
+                shown = ", ".join(f"{k} {float(v):.4g}" for k, v in scores.items())
+                log.info("step %d (epoch %d), %d samples: %s", trainer.global_step, trainer.current_epoch, total, shown)
         configured = (
             res.samples if (self.sampler.denoise or not self.denoise_both or self.fid is None) else res.before_denoise
         )

@@ -30,7 +30,8 @@ from .resume import (
 log = logging.getLogger(__name__)
 
 NONFINITE_POLICIES = ("raise", "skip")
-SIGMA_SAMPLING = ("levels", "continuous")
+SIGMA_SAMPLING = ("levels", "continuous", "lognormal")
+WEIGHTINGS = ("power", "edm")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -50,6 +51,9 @@ class ScoreModel(L.LightningModule):
         ema_decay: float | None = 0.999,
         anneal_power: float = 2.0,
         sigma_sampling: str = "levels",
+        lognormal_mean: float = -1.2,
+        lognormal_std: float = 1.2,
+        weighting: str = "power",
         on_nonfinite: str = "raise",
         max_skipped: int | None = 100,
         explode_factor: float | None = 1000.0,
@@ -67,12 +71,19 @@ class ScoreModel(L.LightningModule):
         self.anneal_power = anneal_power
         if sigma_sampling not in SIGMA_SAMPLING:
             raise ValueError(f"sigma_sampling={sigma_sampling!r} must be one of {SIGMA_SAMPLING}")
-        if sigma_sampling == "continuous" and not getattr(net, "continuous", False):
+        if sigma_sampling != "levels" and not getattr(net, "continuous", False):
             raise ValueError(
-                "loss.sigma_sampling='continuous' is invalid for this model: it is conditioned on level indices "
+                f"loss.sigma_sampling={sigma_sampling!r} is invalid for this model: it is conditioned on level indices "
                 "(use model=ncsnv2, or model.conditioning=sigma or none for mlp / small_conv)"
             )
-        self.continuous = sigma_sampling == "continuous"
+        self.continuous = sigma_sampling != "levels"
+        self.lognormal = (lognormal_mean, lognormal_std) if sigma_sampling == "lognormal" else None
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"loss.weighting={weighting!r} is invalid: must be one of {WEIGHTINGS}")
+        if weighting == "edm" and getattr(net, "sigma_data", None) is None:
+            raise ValueError("loss.weighting='edm' is invalid for this model: it needs model.precond=edm")
+        # training only: validation stays in sigma^anneal_power (comparable across runs)
+        self.sigma_data = net.sigma_data if weighting == "edm" else None
         self.on_nonfinite = on_nonfinite
         self.max_skipped, self.explode_factor = max_skipped, explode_factor
         self.loss_warning: str | None = None  # set once when the loss explodes (results.json)
@@ -161,7 +172,15 @@ class ScoreModel(L.LightningModule):
     # -- training ------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x = batch[0]
-        out = dsm_loss(self.train_net, x, self.sigmas, self.anneal_power, continuous=self.continuous)
+        out = dsm_loss(
+            self.train_net,
+            x,
+            self.sigmas,
+            self.anneal_power,
+            continuous=self.continuous,
+            lognormal=self.lognormal,
+            sigma_data=self.sigma_data,
+        )
         if not torch.isfinite(out.loss):
             bad = torch.unique(out.level_index[~torch.isfinite(out.per_example)]).tolist()
             sig = [round(float(self.sigmas[i]), 6) for i in bad]

@@ -12,10 +12,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..nets.precond import PRECONDS, EDMPrecond
 from ..noise_design import design_noise
-from .config import ConfigError, validate_sigmas
+from .config import MODEL_WRAPPER_KEYS, ConfigError, validate_sigmas
 from .overrides import REQUESTED, user_set_keys
-from .wandb_run import job_identity
+from .wandb_run import job_identity, resume_arguments
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,17 @@ def build_sigmas(cfg: DictConfig) -> torch.Tensor:
 
 
 def build_net(model_cfg: DictConfig, sigmas: torch.Tensor):
+    """The configured net; with ``model.precond=edm`` wrapped in EDM's preconditioning (a score still)."""
+    wrapper = {k: model_cfg[k] for k in MODEL_WRAPPER_KEYS if k in model_cfg}
     with user_errors("model"):
-        return instantiate(model_cfg, sigmas=sigmas)
+        node = model_cfg
+        if wrapper:  # the target takes none of these keys
+            node = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k not in wrapper}
+        net = instantiate(node, sigmas=sigmas)
+        precond = wrapper.get("precond", "none")
+        if precond not in PRECONDS:
+            raise ValueError(f"model.precond={precond!r} is invalid: must be one of {PRECONDS}")
+        return EDMPrecond(net, wrapper.get("sigma_data", 0.5)) if precond == "edm" else net
 
 
 def world_size(trainer_cfg: DictConfig) -> int:
@@ -83,6 +93,16 @@ def build_datamodule(cfg: DictConfig, world_size: int):
 def build_sampler(sampler_cfg: DictConfig):
     with user_errors("sampler"):
         return instantiate(sampler_cfg)
+
+
+def check_sampler_fits(sampler_cfg: DictConfig, net, sigmas: torch.Tensor) -> None:
+    """The sampler's grid for this network's noise levels, checked before any work by the same
+    code every draw runs (``Sampler.grid``): e.g. sampler.num_steps on one level (L = 1)."""
+    try:
+        build_sampler(sampler_cfg).grid(sigmas, bool(getattr(net, "continuous", False)))
+    except ValueError as e:
+        levels = len(sigmas)
+        raise ConfigError(f"{e} (with the network's {levels} noise level{'' if levels == 1 else 's'})") from None
 
 
 def check_net_matches_data(net, data_shape: tuple) -> None:
@@ -175,7 +195,7 @@ def build_loggers(cfg: DictConfig, group: str | None, name: str | None) -> list:
         if key == "wandb":
             auto_tags = job_identity().get("tags", [])
             tags = [*auto_tags, *(t for t in (node.tags or []) if t not in auto_tags)]
-            extra = {"group": node.group or group, "name": node.name or name, "tags": tags}
+            extra = {"group": node.group or group, "name": node.name or name, "tags": tags, **resume_arguments(node)}
         with user_errors(f"logger.{key}"):
             loggers.append(instantiate(node, **extra))
     return loggers

@@ -18,6 +18,8 @@ from ..checks import flatten, is_int, is_number
 #: Keys that may differ when a run directory is resumed (training longer is the same run).
 RESUME_IGNORED_KEYS = ("ckpt_path", "allow_config_change", "trainer.max_steps", "trainer.max_epochs")
 HYDRA_SPECIAL = {"_target_", "_recursive_", "_convert_", "_partial_", "_args_"}
+#: keys of the model node read by ``build.build_net`` (a wrapper around the net), not by its target
+MODEL_WRAPPER_KEYS = ("precond", "sigma_data")
 PRECISIONS = ("64-true", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine")
 
 
@@ -55,7 +57,8 @@ def check_targets(cfg: DictConfig, prefix: str = "") -> None:
             raise ConfigError(f"{prefix}._target_={target!r} cannot be imported") from None
         params = inspect.signature(obj).parameters
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            unknown = [k for k in cfg.keys() if k not in HYDRA_SPECIAL and k not in params]
+            wrapper = MODEL_WRAPPER_KEYS if prefix == "model" else ()
+            unknown = [k for k in cfg.keys() if k not in HYDRA_SPECIAL and k not in params and k not in wrapper]
             if unknown:
                 allowed = ", ".join(k for k in params if k not in ("self",))
                 raise ConfigError(f"{prefix}.{unknown[0]} is not a key of {target} (allowed: {allowed})")
@@ -104,7 +107,18 @@ def validate_train(cfg: DictConfig) -> None:
     need(cfg, "seed", lambda v: is_int(v) and 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}]")
     need(cfg, "torch_threads", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
     need(cfg, "loss.anneal_power", is_number, "a finite number (2 in the papers)")
-    need(cfg, "loss.sigma_sampling", lambda v: v in ("levels", "continuous"), "'levels' or 'continuous'")
+    need(
+        cfg,
+        "loss.sigma_sampling",
+        lambda v: v in ("levels", "continuous", "lognormal"),
+        "levels, continuous or lognormal",
+    )
+    need(cfg, "loss.lognormal_mean", is_number, "a finite number (EDM: -1.2)")
+    need(cfg, "loss.lognormal_std", lambda v: is_number(v) and v > 0, "a number > 0 (EDM: 1.2)")
+    need(cfg, "loss.weighting", lambda v: v in ("power", "edm"), "power or edm")
+    if "precond" in cfg.model:
+        need(cfg, "model.precond", lambda v: v in ("none", "edm"), "none or edm")
+        need(cfg, "model.sigma_data", lambda v: is_number(v) and v > 0, "a number > 0")
     need(cfg, "loss.on_nonfinite", lambda v: v in ("raise", "skip"), "'raise' or 'skip'")
     need(cfg, "loss.max_skipped", lambda v: v is None or (is_int(v) and v >= 0), "null or an integer >= 0")
     need(cfg, "loss.explode_factor", lambda v: v is None or (is_number(v) and v > 1), "null or a number > 1")

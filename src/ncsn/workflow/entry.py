@@ -10,8 +10,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from omegaconf import DictConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
 
+from ..checks import unwritable
 from ..training.score_model import NonFiniteLossError
 from .config import ConfigError
 
@@ -65,6 +67,27 @@ class SigtermGuard:
         if first and self.raising:
             self.raising = False
             raise Preempted(self.where)
+
+
+class RunDirCheck(Callback):
+    """Hydra callback (conf/hydra/default.yaml): a run or sweep directory that does not exist and
+    cannot be made there (a read-only or full parent) stops the command with one ``error:`` line,
+    exit 2, before Hydra tries (its own failure is a traceback). One that exists is the job's to
+    check (train.py: its run lock; sample.py: out_dir)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _refuse_unmakeable(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        _refuse_unmakeable(config, "hydra.sweep.dir")
+
+
+def _refuse_unmakeable(config: DictConfig, key: str) -> None:
+    path = Path(str(OmegaConf.select(config, key)))
+    problem = None if path.is_dir() else unwritable(path, key)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 def run_entry(fn: Callable[[DictConfig], object], cfg: DictConfig) -> int:

@@ -49,6 +49,11 @@ def sweep_objective(results: dict, key: str) -> float | None:
     return None
 
 
+def plural(n: int, noun: str) -> str:
+    """'1 grid', '2 grids'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
@@ -61,6 +66,8 @@ def summary_lines(script: str, run_dir: str | Path, results: dict) -> list[str]:
     """The end-of-run lines of ``train.py`` / ``sample.py`` (plain text, one fact a line)."""
     run_dir = Path(run_dir).resolve()
     status = results.get("status", "finished")
+    if status == "skipped":  # a finished job of a re-run sweep (workflow.sweep_jobs): nothing ran
+        return [f"── {script} finished, skipped: {run_dir}"]
     rows = [("run directory", str(run_dir))]
     where = []
     if "global_step" in results:
@@ -88,12 +95,12 @@ def summary_lines(script: str, run_dir: str | Path, results: dict) -> list[str]:
         if samples.is_dir():
             grids = _files(samples, "epoch*.png")
             extra = [n for n in ("final.png", "toy_figure.png") if (samples / n).is_file()]
-            rows.append(("samples", f"{samples}  ({', '.join(extra + [f'{len(grids)} grids'])})"))
+            rows.append(("samples", f"{samples}  ({', '.join(extra + [plural(len(grids), 'grid')])})"))
         ckpts = run_dir / "checkpoints"
         if ckpts.is_dir():
             names = _files(ckpts, "*.ckpt")
             shown = [n for n in ("last.ckpt", "best.ckpt") if n in names]
-            rows.append(("checkpoints", f"{ckpts}  ({', '.join(shown + [f'{len(names)} files'])})"))
+            rows.append(("checkpoints", f"{ckpts}  ({', '.join(shown + [plural(len(names), 'file')])})"))
         for name in ("metrics.csv", "results.json"):
             if (run_dir / name).is_file():
                 rows.append((name, str(run_dir / name)))
@@ -109,7 +116,11 @@ def summary_lines(script: str, run_dir: str | Path, results: dict) -> list[str]:
 
 def print_run_summary(script: str, run_dir: str | Path, results: dict) -> None:
     """Print the end-of-run lines (call on rank 0 only: the other ranks return no results)."""
-    print("\n".join(summary_lines(script, run_dir, results)), flush=True)
+    from .console import to_log_files
+
+    lines = summary_lines(script, run_dir, results)
+    print("\n".join(lines), flush=True)
+    to_log_files(lines)  # <job>.log holds the summary too
 
 
 class TrialFailed(RuntimeError):

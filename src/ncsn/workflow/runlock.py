@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "run.lock"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -123,7 +123,7 @@ class RunLock:
             return False
         if holder.get("host") != socket.gethostname():
             return True  # cannot tell: refuse
-        return isinstance(holder.get("pid"), int) and _pid_alive(holder["pid"])
+        return isinstance(holder.get("pid"), int) and pid_alive(holder["pid"])
 
     def _refusal(self, holder: dict) -> ConfigError:
         who = _describe(holder) if holder else "another process"
@@ -171,7 +171,7 @@ def remove_stale_temp_files(run_dir: Path) -> list[Path]:
             continue
         for name in names:
             match = _TEMP.match(name)
-            if not match or (int(match[1]) != os.getpid() and _pid_alive(int(match[1]))):
+            if not match or (int(match[1]) != os.getpid() and pid_alive(int(match[1]))):
                 continue
             try:
                 (folder / name).unlink()

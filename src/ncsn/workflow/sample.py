@@ -132,6 +132,9 @@ def sample(cfg: DictConfig) -> dict:
     with refused_leaves_nothing(out_dir):
         atomic_write_text(out_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
         write_hydra_record(out_dir)
+        if HydraConfig.initialized():  # the user's task overrides, as train.py records them (read by compare)
+            task = OmegaConf.create(list(HydraConfig.get().overrides.task))
+            atomic_write_text(out_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(task))
         try:
             results.update(mode.run(ctx))
         except ValueError as e:  # a sampler setting this network cannot take (e.g. sampler.num_steps)

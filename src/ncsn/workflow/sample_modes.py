@@ -10,8 +10,6 @@ statistics are summed across ranks).
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,8 +30,8 @@ from ..figures import (
     save_samples_figure,
     toy_figure,
 )
-from ..metrics.likelihood import check_continuous, image_bpd
-from ..metrics.score_error import fair_sigma, score_error_by_sigma
+from ..metrics.likelihood import check_continuous, heldout_bpd
+from ..metrics.score_error import csv_text, fair_sigma, score_error_by_sigma
 from ..sampling import KINDS, Sampler, dataset_mean
 from ..sampling.frames import frame_labels
 from ..sampling.inpainting import InpaintHooks, apply_mask, make_mask
@@ -132,7 +130,8 @@ def run_samples(ctx: ModeContext) -> dict:
 
 def run_fid(ctx: ModeContext) -> dict:
     """FID-N (``eval.n_samples``) against the training split, with and without the final
-    denoising step (``eval.denoise_both``); optionally every sample in fid_samples.npz.
+    denoising step (``eval.denoise_both``); samples.png: the first batch (at most ``sampler.n_samples``);
+    optionally every sample in fid_samples.npz.
     Rank r of w draws the samples r, r + w, ... (per-sample seeds: the same images as one process)."""
     _need_images(ctx, "fid")
     cfg, sampler = ctx.cfg, ctx.sampler
@@ -147,13 +146,15 @@ def run_fid(ctx: ModeContext) -> dict:
         raise ConfigError(f"eval.save_npz=true is invalid with {ctx.world_size} processes: must be false")
     variants = ("denoised", "no_denoise") if ev.denoise_both else ("denoised" if sampler.denoise else "no_denoise",)
     fids = {v: base if i == 0 else base.fresh() for i, v in enumerate(variants)}  # one extractor, one real set
-    kept = {v: [] for v in variants}
+    kept, grid = {v: [] for v in variants}, []
     mine = torch.arange(ctx.rank, ev.n_samples, ctx.world_size)
     start, nfe = time.perf_counter(), 0
     bar = tqdm(total=len(mine), desc="FID samples", unit="img", dynamic_ncols=True, disable=ctx.rank != 0)
     for chunk in mine.split(sampler.batch_size):  # generated as in training: sampler.batch_size at a time
         res = ctx.draw(indices=chunk, progress=False, denoise="denoised" in variants)
         nfe = res.nfe
+        if not grid:  # the first batch, as samples.png (the picked variant)
+            grid.append((res.samples if sampler.denoise else res.before_denoise).float().cpu().clamp(0, 1))
         for v in variants:
             images = (res.samples if v == "denoised" else res.before_denoise).clamp(0, 1)
             fids[v].update(images)
@@ -175,6 +176,8 @@ def run_fid(ctx: ModeContext) -> dict:
     pick = "/denoised" if sampler.denoise else "/no_denoise"
     picked = ("fid", "kid", "kid_std", "fid_ci_low", "fid_ci_high")
     out.update({k: out[k + pick] for k in picked if k + pick in out})
+    if grid and ctx.rank == 0:
+        save_samples_figure(grid[0][: sampler.n_samples], ctx.out_dir / "samples.png", ctx.datamodule)
     if ev.save_npz:  # uint8 N x H x W x C, the layout TTUR / pytorch-fid read
         arrays = {("samples" if v == variants[0] else f"samples_{v}"): np.concatenate(kept[v]) for v in variants}
         np.savez(ctx.out_dir / "fid_samples.npz", **arrays)
@@ -194,28 +197,17 @@ def run_nll(ctx: ModeContext) -> dict:
     held = dm.load_split(dm.val_split)
     if nc.n_images > len(held):
         raise ConfigError(f"nll.n_images={nc.n_images} is invalid: the {dm.val_split!r} split has {len(held)} images")
-    bpd, fit, nfe = [], [], 0
     start = time.perf_counter()
-    bar = tqdm(total=nc.n_images, desc="bits/dim", unit="img", dynamic_ncols=True)
-    for chunk in torch.arange(nc.n_images).split(nc.batch_size):
-        x = torch.stack([held[int(i)][0] for i in chunk]).to(ctx.device)
-        b, res = image_bpd(ctx.net, x, chunk, ctx.cfg.seed, dm.levels, nc.num_steps, nc.rho, nc.estimator)
-        bpd.append(b.cpu())
-        fit.append(res.prior_fit.cpu())
-        nfe = res.nfe
-        bar.update(len(chunk))
-    bar.close()
-    bpd = torch.cat(bpd)
+    args = (nc.n_images, nc.batch_size, ctx.cfg.seed, dm.levels, nc.num_steps, nc.rho, nc.estimator, ctx.device)
+    r = heldout_bpd(ctx.net, held, *args)
+    info = {"n_images": nc.n_images, "split": dm.val_split, "num_steps": nc.num_steps, "estimator": nc.estimator}
     return {
-        "bpd": float(bpd.mean()),
-        "bpd_se": float(bpd.std() / len(bpd) ** 0.5) if len(bpd) > 1 else float("nan"),
-        "nll/n_images": nc.n_images,
-        "nll/split": dm.val_split,
-        "nll/num_steps": nc.num_steps,
-        "nll/estimator": nc.estimator,
-        "nll/prior_fit": float(torch.cat(fit).mean()),
-        "nfe": nfe,
+        "bpd": r["bpd"],
+        "bpd_se": r["bpd_se"],
+        "nfe": r["nfe"],
         "time_s": time.perf_counter() - start,
+        "nll/prior_fit": r["prior_fit"],
+        **{f"nll/{k}": v for k, v in info.items()},
     }
 
 
@@ -317,6 +309,13 @@ def run_toy_figure(ctx: ModeContext) -> dict:
     return {f"toy/figure_{k}": v for k, v in panels.numbers().items()}
 
 
+_SCORE_ERROR_CURVES = (
+    ("network DSM loss", "loss"),
+    ("DSM loss of the smoothed training set's score", "floor"),
+    ("score error 1/2 sigma^p |s - s_ref|^2", "score_error"),
+)
+
+
 def run_score_error(ctx: ModeContext) -> dict:
     """The network's score against the exact score of the Gaussian-smoothed training split, per
     sigma on the (first ``score_error.n_images``) validation images (``metrics.score_error``):
@@ -344,14 +343,9 @@ def run_score_error(ctx: ModeContext) -> dict:
     gen = torch.Generator(device=device).manual_seed(ctx.cfg.seed)
     rows = score_error_by_sigma(score_at, train, held, grid, power, sc.n_noise, gen, ctx.sampler.batch_size)
     fair = fair_sigma(held, train)
-    text = io.StringIO()
-    w = csv.DictWriter(text, fieldnames=["level", *rows[0], "fair"], lineterminator="\n")
-    w.writeheader()
-    for k, r in enumerate(rows):
-        w.writerow({"level": k if sc.num_sigmas is None else "", **r, "fair": r["sigma"] >= fair})
-    atomic_write_text(ctx.out_dir / "score_error.csv", text.getvalue())
-    curves = [(name, [r["sigma"] for r in rows], [r[key] for r in rows]) for name, key in SCORE_ERROR_CURVES]
-    title = f"{len(held)} held-out images, {sc.n_noise} noise draws; smoothed-set reference fair for sigma >= {fair:.3g}"
+    atomic_write_text(ctx.out_dir / "score_error.csv", csv_text(rows, fair, levels=sc.num_sigmas is None))
+    curves = [(name, [r["sigma"] for r in rows], [r[key] for r in rows]) for name, key in _SCORE_ERROR_CURVES]
+    title = f"{len(held)} held-out images x {sc.n_noise} noise draws; the reference is fair for sigma >= {fair:.3g}"
     save_loss_by_sigma(curves, ctx.out_dir / "score_error.png", title, ylabel=f"sigma^{power:g}-weighted, per image")
     fair_rows = [r["rel_score_error"] for r in rows if r["sigma"] >= fair]
     return {
@@ -364,12 +358,6 @@ def run_score_error(ctx: ModeContext) -> dict:
         "time_s": time.perf_counter() - start,
     }
 
-
-SCORE_ERROR_CURVES = (
-    ("network DSM loss", "loss"),
-    ("DSM loss of the smoothed training set's score", "floor"),
-    ("score error 1/2 sigma^p |s - s_ref|^2", "score_error"),
-)
 
 _HOOKED = tuple(k for k, v in KINDS.items() if v.hooks)
 

@@ -31,7 +31,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from ..training.pruning import open_storage
-from .runlock import _pid_alive as pid_alive
+from .runlock import pid_alive
 
 log = logging.getLogger(__name__)
 

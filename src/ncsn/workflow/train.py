@@ -37,11 +37,13 @@ from .build import (
     build_sampler,
     build_sigmas,
     check_net_matches_data,
+    check_sampler_fits,
     user_errors,
     world_size,
 )
 from .checkpoints import load_checkpoint, resolve_resume
 from .config import ConfigError, atomic_write_text, record_run_config, validate_train
+from .console import console_callbacks
 from .entry import Preempted, RunInterrupted, SigtermGuard
 from .evaluation import build_training_fid, check_fid_weights
 from .overrides import check_overrides_honoured
@@ -50,6 +52,7 @@ from .resources import check_batch_fits, check_resources
 from .run_summary import best_metric, record_preempted_start_up
 from .runlock import RunLock, remove_stale_temp_files
 from .search import trial_pruning
+from .sweep_jobs import finished_job
 from .wandb_run import job_identity
 
 log = logging.getLogger(__name__)
@@ -78,6 +81,8 @@ def train(cfg: DictConfig, sigterm_before=()) -> dict:
                 check_overrides_honoured(run.resolved)  # every key the user set holds its value, or exit 2
                 notes = settle_resume(run) if lock is not None else []
                 trainer = build_trainer(cfg, run, lambda: guard.received)
+                if (done := finished_job(run.run_dir, run.resolved)) is not None:
+                    return done  # a finished job of a re-run sweep: skipped (sweep_jobs)
             except Preempted:
                 guard.phase("recording", raising=False)
                 return record_preempted_start_up(Path(cfg.paths.run_dir), lock)
@@ -177,6 +182,7 @@ def prepare_run(cfg: DictConfig) -> Run:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     net = build_net(cfg.model, sigmas)
     check_net_matches_data(net, tuple(datamodule.data_shape))
+    check_sampler_fits(cfg.sampler, net, sigmas)  # e.g. sampler.num_steps with one level: refused before training
     if cfg.speed.channels_last:
         to_channels_last(net)  # before the EMA copy is made, so it inherits the layout
     run_dir = Path(cfg.paths.run_dir)
@@ -210,6 +216,9 @@ def build_trainer(cfg: DictConfig, run: Run, sigterm_received=None) -> L.Trainer
     pruning = trial_pruning(cfg.get("objective") or "fid")  # a trial of an Optuna search: after samples
     if pruning is not None:
         callbacks.append(pruning)
+    callbacks += console_callbacks(
+        cfg.trainer.get("enable_progress_bar", True), cfg.trainer.get("enable_model_summary", True)
+    )
     _, group, name = hydra_job_info()
     loggers = build_loggers(cfg, group, name)
     best = best_metric(run.run_dir / "metrics.csv")  # a resume: the rows up to its step (take_run_dir)

@@ -8,10 +8,13 @@
 * A single run: the group is the experiment's name (``digits``), the name
   ``<experiment>_<date>_<time>`` (when it started).
 * Tags: the experiment's name, the sweep's name under ``-m``, and ``logger.wandb.tags``.
+* A resumed run (an unfinished job of a re-run sweep, a preempted run) continues the W&B run it
+  started: its id is read back from the run's W&B directory (``previous_run_id``).
 """
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -71,3 +74,28 @@ def job_identity(argv: list[str] | None = None) -> dict:
         group = experiment
         name = f"{experiment}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
     return {"group": group, "name": name, "tags": tags}
+
+
+#: a W&B run's local directory: <save_dir>/wandb/[offline-]run-<YYYYmmdd_HHMMSS>-<run id>
+_RUN_DIR = re.compile(r"(?:offline-)?run-(\d{8}_\d{6})-([A-Za-z0-9]+)")
+
+
+def previous_run_id(save_dir: str | Path) -> str | None:
+    """The id of the W&B run a run directory already started (the earliest one under
+    ``<save_dir>/wandb``), or None for a run that has none yet."""
+    found = []
+    for path in (Path(save_dir) / "wandb").glob("*run-*"):
+        m = _RUN_DIR.fullmatch(path.name)
+        if m and path.is_dir():
+            found.append((m.group(1), m.group(2)))
+    return min(found)[1] if found else None
+
+
+def resume_arguments(node: DictConfig) -> dict:
+    """``id`` and ``resume`` for the W&B logger of ``conf/logger/wandb.yaml`` (``node``): the run
+    its save_dir already holds, continued (``resume: allow`` unless set), so a resumed job never
+    starts a second W&B run. {} when ``logger.wandb.id`` is set or there is no earlier run."""
+    if node.get("id") or not node.get("save_dir"):
+        return {}
+    run_id = previous_run_id(node.save_dir)
+    return {} if run_id is None else {"id": run_id, "resume": node.get("resume") or "allow"}
