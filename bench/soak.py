@@ -3,10 +3,10 @@
 The same ``train.py -m`` command (the tiny digits default: small net, frequent checkpoints,
 validation, samples and FID) first runs straight to the end in one sweep directory (the
 reference). Then, in a second sweep directory, it is started, and at a random moment (uniform in
-[0, ``--span``] s, a fixed RNG seed) receives SIGKILL (to its whole process group, as the OOM
-killer or a node failure would), SIGTERM or SIGINT, each either to the launching process
-(``kill PID``) or to the whole group (SLURM's preemption, Ctrl-C in a terminal); the same command
-is started again after each, with the
+[0, ``--span``] s, by default the straight run's time; a fixed RNG seed) receives SIGKILL (to its
+whole process group, as the OOM killer or a node failure would), SIGTERM or SIGINT, each either
+to the launching process (``kill PID``) or to the whole group (SLURM's preemption, Ctrl-C in a
+terminal); the same command is started again after each, with the
 same ``hydra.sweep.dir``. After ``--signals`` signals it runs to completion. Checks, per job:
 
 * weights: ``checkpoints/last.ckpt`` (network, EMA, optimizer state) equals the straight run's
@@ -26,6 +26,7 @@ Prints one line per signal, a summary table, and exits 1 on any violation (0 oth
 
     python bench/soak.py                  # 50 signals (docs/runs.md: its result)
     python bench/soak.py --quick          # 6 signals, fewer steps (tests/test_soak.py)
+    python bench/soak.py --strategy ddp_fork   # the forking launcher (docs/runs.md: its limits)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import argparse
 import csv
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -57,14 +59,14 @@ KINDS = (("SIGKILL", "group"), ("SIGTERM", "main"), ("SIGTERM", "group"), ("SIGI
 EXPECTED_RC = {"SIGTERM": 0, "SIGINT": 130}
 
 
-def command(sweep_dir: Path, max_steps: int) -> list[str]:
+def command(sweep_dir: Path, max_steps: int, strategy: str = "ddp") -> list[str]:
     """The soaked command: tiny digits runs (4 batches of 32 per epoch), DDP over 2 CPU processes."""
     return [
         sys.executable,
         str(ROOT / "train.py"),
         "-m",
         f"seed={','.join(map(str, SEEDS))}",
-        "trainer.strategy=ddp_fork",
+        f"trainer.strategy={strategy}",
         "trainer.devices=2",
         "trainer.accelerator=cpu",
         "model.ngf=8",
@@ -123,7 +125,9 @@ def reap_group(pgid: int, grace_s: float = 15.0) -> list[str]:
     return alive
 
 
-def run_once(sweep: Path, max_steps: int, log: Path, delay: float | None, kind: tuple | None, stop_s: float) -> dict:
+def run_once(
+    sweep: Path, max_steps: int, log: Path, delay: float | None, kind: tuple | None, stop_s: float, strategy: str
+) -> dict:
     """Start the command; after ``delay`` s send ``kind`` ((signal, receiver); None: let it finish).
     Returns what happened."""
     sig, to = kind or (None, None)
@@ -132,7 +136,12 @@ def run_once(sweep: Path, max_steps: int, log: Path, delay: float | None, kind: 
         out.write(f"\n==== {time.strftime('%H:%M:%S')} start; then {sig} to {to} after {delay} s\n")
         out.flush()
         proc = subprocess.Popen(
-            command(sweep, max_steps), cwd=ROOT, env=ENV, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            command(sweep, max_steps, strategy),
+            cwd=ROOT,
+            env=ENV,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     rec = {"sig": sig, "to": to, "delay": delay, "rc": None, "stop_s": None, "left": [], "ended_before": False}
     rec.update(job=None, step=None, line="", ckpt_step=None)
@@ -161,19 +170,30 @@ def run_once(sweep: Path, max_steps: int, log: Path, delay: float | None, kind: 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         rec["left"] = reap_group(proc.pid)
-    last = sweep / str(rec["job"]) / "checkpoints" / "last.ckpt"
-    if rec["job"] is not None and last.is_file():
+    last = job_dir(sweep, rec["job"]) / "checkpoints" / "last.ckpt" if rec["job"] is not None else None
+    if last is not None and last.is_file():
         rec["ckpt_step"] = torch.load(last, weights_only=True, map_location="cpu")["global_step"]
     rec["wall_s"] = time.time() - start
     return rec
 
 
-def moment(sweep: Path, log: Path) -> tuple[str | None, int | None, str]:
-    """Where the sweep stands: (the job being run, its last step in metrics.csv, the log's last line)."""
+def job_dir(sweep: Path, seed: int) -> Path:
+    """The run directory of the sweep's job with this seed (however Hydra's sweep.subdir names it;
+    a path that does not exist before the job has written its config)."""
+    for config in sweep.glob("*/.hydra/config.yaml"):
+        if re.search(rf"^seed: {seed}$", config.read_text(), re.MULTILINE):
+            return config.parent.parent
+    return sweep / f"seed{seed}-not-started"
+
+
+def moment(sweep: Path, log: Path) -> tuple[int | None, int | None, str]:
+    """Where the sweep stands: (the seed of the job being run, its last step in metrics.csv, the
+    log's last line)."""
     lines = [ln for ln in log.read_text(errors="replace").split("\n==== ")[-1].splitlines() if ln.strip()]
-    job = next((ln.split("#", 1)[1].split(":", 1)[0].strip() for ln in reversed(lines) if "[HYDRA] \t#" in ln), None)
-    steps = [r["step"] for r in read_rows(sweep / job / "metrics.csv")] if job is not None else []
-    return job, (steps[-1] if steps else None), (lines[-1].split("] - ")[-1][:60] if lines else "")
+    launched = [re.search(r"\bseed=(\d+)", ln) for ln in lines if "[HYDRA] \t#" in ln]
+    seed = int(launched[-1].group(1)) if launched and launched[-1] else None
+    steps = [r["step"] for r in read_rows(job_dir(sweep, seed) / "metrics.csv")] if seed is not None else []
+    return seed, (steps[-1] if steps else None), (lines[-1].split("] - ")[-1][:60] if lines else "")
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -202,7 +222,7 @@ def check_signal(rec: dict, stop_s: float) -> list[str]:
     if isinstance(rec["rc"], str):
         problems.append(f"still running {stop_s:.0f} s after the signal (then killed)")
     if rec["step"] is not None and rec["ckpt_step"] is not None and rec["ckpt_step"] > rec["step"] + 2:
-        problems.append(f"job {rec['job']} trained on from step {rec['step']} to {rec['ckpt_step']} after the signal")
+        problems.append(f"seed={rec['job']} trained on from step {rec['step']} to {rec['ckpt_step']} after the signal")
     return problems
 
 
@@ -304,68 +324,72 @@ def main(argv=None) -> int:
     p.add_argument("--signals", type=int, default=50, help="signals sent (default 50)")
     p.add_argument("--max-steps", type=int, default=48, help="trainer.max_steps of each job (default 48)")
     p.add_argument("--seed", type=int, default=0, help="seed of the signal schedule (kinds and moments)")
-    p.add_argument("--span", type=float, default=45.0, help="signal moments: uniform in [0, span] s after each start")
+    p.add_argument("--span", type=float, default=None, help="moments in [0, span] s (default: the straight run's time)")
     p.add_argument("--atol", type=float, default=0.0, help="weights tolerance (default 0: exact)")
     p.add_argument("--stop-s", type=float, default=30.0, help="SIGTERM/SIGINT must end it within this (s)")
     p.add_argument("--out", type=Path, default=None, help="work directory (default: a temporary one, removed)")
-    p.add_argument("--quick", action="store_true", help="6 signals, 12 steps per job, span 30 s (the test)")
+    p.add_argument("--strategy", choices=("ddp", "ddp_fork"), default="ddp", help="trainer.strategy (default ddp)")
+    p.add_argument("--quick", action="store_true", help="6 signals, 12 steps per job (the test)")
     args = p.parse_args(argv)
     if args.quick:
-        args.signals, args.max_steps, args.span = 6, 12, 30.0
+        args.signals, args.max_steps = 6, 12
     out = args.out or Path(tempfile.mkdtemp(prefix="ncsn-soak-"))
     out.mkdir(parents=True, exist_ok=True)
     straight, soaked, log = out / "straight", out / "soak", out / "soak.log"
     t0 = time.time()
-    print(f"soak: {args.signals} signals, {len(SEEDS)} jobs x {args.max_steps} steps, DDP ddp_fork x 2 CPU, in {out}")
-    print("command:", " ".join(command(soaked, args.max_steps)[1:]))
+    print(
+        f"soak: {args.signals} signals, {len(SEEDS)} jobs x {args.max_steps} steps, {args.strategy} x 2 CPU, in {out}"
+    )
+    print("command:", " ".join(command(soaked, args.max_steps, args.strategy)[1:]))
 
-    ref = run_once(straight, args.max_steps, out / "straight.log", None, None, args.stop_s)
+    ref = run_once(straight, args.max_steps, out / "straight.log", None, None, args.stop_s, args.strategy)
     print(f"straight run: exit {ref['rc']} in {ref['wall_s']:.0f} s")
     if ref["rc"] != 0:
         print(f"soak: FAILED (the straight run itself failed: {out / 'straight.log'})")
         return 1
+    span = args.span or ref["wall_s"]
     rng = random.Random(args.seed)
     records, violations = [], []
     for i in range(args.signals):
-        kind, delay = rng.choice(KINDS), round(rng.uniform(0.0, args.span), 1)
-        rec = run_once(soaked, args.max_steps, log, delay, kind, args.stop_s)
+        kind, delay = rng.choice(KINDS), round(rng.uniform(0.0, span), 1)
+        rec = run_once(soaked, args.max_steps, log, delay, kind, args.stop_s, args.strategy)
         sig = f"{kind[0]}>{kind[1]}"
         problems = check_signal(rec, args.stop_s)
         records.append(rec)
         stop = "-" if rec["stop_s"] is None else f"{rec['stop_s']:.1f}s"
-        what = "sweep had ended" if rec["ended_before"] else f"job {rec['job']} step {rec['step']}: {rec['line']}"
+        what = "sweep had ended" if rec["ended_before"] else f"seed={rec['job']} step {rec['step']}: {rec['line']}"
         print(f"{i + 1:3d} {sig:13s} at {delay:5.1f}s exit {str(rec['rc']):>4s} stop {stop:>6s}  {what}")
         violations += [f"signal {i + 1} ({sig} at {delay}s, {what}): {msg}" for msg in problems]
         for msg in problems:
             print(f"    VIOLATION: {msg}")
-    final = run_once(soaked, args.max_steps, log, None, None, args.stop_s)
+    final = run_once(soaked, args.max_steps, log, None, None, args.stop_s, args.strategy)
     violations += [f"final run: {msg}" for msg in check_signal(final, args.stop_s)]
     print(f"final run: exit {final['rc']} in {final['wall_s']:.0f} s")
 
     checks = {
-        "weights = straight": lambda j, n: check_weights(soaked / j, straight / j, args.atol),
-        "metrics.csv": lambda j, n: check_metrics(soaked / j, straight / j),
-        "one W&B run": lambda j, n: check_wandb_id(soaked / j, f"soak-seed{n}"),
-        "W&B hist. straight": lambda j, n: check_wandb_history(straight / j, args.max_steps),
-        "results.json": lambda j, n: check_results(soaked / j, args.max_steps),
-        "no temp files": lambda j, n: check_temp_files(soaked / j),
+        "weights = straight": lambda n: check_weights(job_dir(soaked, n), job_dir(straight, n), args.atol),
+        "metrics.csv": lambda n: check_metrics(job_dir(soaked, n), job_dir(straight, n)),
+        "one W&B run": lambda n: check_wandb_id(job_dir(soaked, n), f"soak-seed{n}"),
+        "W&B hist. straight": lambda n: check_wandb_history(job_dir(straight, n), args.max_steps),
+        "results.json": lambda n: check_results(job_dir(soaked, n), args.max_steps),
+        "no temp files": lambda n: check_temp_files(job_dir(soaked, n)),
     }
-    ids = [(str(j), seed) for j, seed in enumerate(SEEDS)]
-    print(f"\n{'check':20s}" + "".join(f"job {j:<6s}" for j, _ in ids))
+    ids = [(f"seed={seed}", seed) for seed in SEEDS]
+    print(f"\n{'check':20s}" + "".join(f"{j:10s}" for j, _ in ids))
     for name, check in checks.items():
         cells = []
         for j, seed in ids:
             try:
-                problem = check(j, seed)
+                problem = check(seed)
             except Exception as e:  # noqa: BLE001 - a missing or unreadable file is a violation too
                 problem = f"{type(e).__name__}: {e}"
             cells.append("ok" if problem is None else "FAIL")
             if problem:
-                violations.append(f"job {j} {name}: {problem}")
+                violations.append(f"{j} {name}: {problem}")
         print(f"{name:20s}" + "".join(f"{c:10s}" for c in cells))
-    for j, _ in ids:  # a SIGKILL loses what W&B had not yet written (up to one 32 KiB block): not checked
-        lost = wandb_missing_steps(soaked / j, args.max_steps)
-        print(f"job {j}: W&B history of the soak lacks train/loss at {len(lost)} of {args.max_steps} steps")
+    for j, seed in ids:  # a SIGKILL loses what W&B had not yet written (up to one 32 KiB block): not checked
+        lost = wandb_missing_steps(job_dir(soaked, seed), args.max_steps)
+        print(f"{j}: W&B history of the soak lacks train/loss at {len(lost)} of {args.max_steps} steps")
     landed = [(r["sig"], r["to"]) for r in records if not r["ended_before"]]
     counts = {f"{s}>{t}": landed.count((s, t)) for s, t in KINDS}
     late = sum(r["ended_before"] for r in records)

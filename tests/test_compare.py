@@ -320,7 +320,7 @@ def test_readme_step_size_sweep_gives_fid_per_step_size(digits_sweep, tmp_path):
     ckpt = sweep_job(digits_sweep, "sigmas.num_scales=3", "seed=0") / "checkpoints" / "last.ckpt"
     cmd = _readme_command("sweep=step_lr")
     assert cmd[:3] == ["python", "sample.py", "-m"] and "ckpt_path=..." in cmd
-    args = [f"ckpt_path='{ckpt}'" if a == "ckpt_path=..." else a for a in cmd[3:]]  # quoted: "=" and "," in it
+    args = [f"ckpt_path='{ckpt}'" if a == "ckpt_path=..." else a for a in cmd[2:]]  # quoted: "=" and "," in it
     sweep = tmp_path / "sample_sweep"
     res = run_cli("sample.py", *args, "eval.n_samples=9", "device=cpu", f"hydra.sweep.dir={sweep}")
     assert res.returncode == 0, res.stderr[-3000:]
@@ -329,7 +329,7 @@ def test_readme_step_size_sweep_gives_fid_per_step_size(digits_sweep, tmp_path):
     assert [g.settings["sampler.step_lr"] for g in c.groups] != [] and not c.unfinished
     assert all(isinstance(r["fid"], float) for r in c.rows)
     for job in c.jobs:
-        assert (job.path / "samples.png").is_file() and "sweep=step_lr" in job.override_keys
+        assert (job.path / "samples.png").is_file() and "sweep" in job.override_keys
     assert main([str(sweep)]) == 0
     md = (sweep / "compare.md").read_text()
     assert (sweep / "compare.png").is_file() and "| sampler.step_lr | n | fid |" in md
@@ -357,10 +357,8 @@ def test_real_sampler_kind_sweep_compared_by_kind(digits_sweep, tmp_path):
     assert c.varying == ["sampler.kind"] and c.metric == "fid" and not c.unfinished
     series = plot_nfe(c, tmp_path / "nfe.png")
     nfe = {j.config["sampler.kind"]: j.results["nfe"] for j in c.jobs}
-    assert series == {
-        k: [(float(nfe[k]), c.groups[[g.settings["sampler.kind"] for g in c.groups].index(k)].stats["fid"][0])]
-        for k in nfe
-    }
+    fid = {g.settings["sampler.kind"]: g.stats["fid"][0] for g in c.groups}
+    assert series == {k: [(float(nfe[k]), fid[k])] for k in nfe}
     assert sorted(series) == ["annealed", "pc"] and nfe["annealed"] != nfe["pc"]
 
 
@@ -470,3 +468,38 @@ def test_optuna_search_one_scatter_per_parameter(tmp_path):
     (tmp_path / "optimization_results.yaml").write_text("name: optuna\n")
     assert main([str(tmp_path)]) == 0
     assert "![search: each trial's fid against each parameter](compare.png)" in (tmp_path / "compare.md").read_text()
+
+
+def test_significance_in_words_welch_for_seed_groups_and_intervals_for_single_runs(tmp_path):
+    """Each group against the best: Welch's t-test when both have seeds (a clear gap is
+    significant, a gap inside the noise is not), interval overlap for single sample.py runs."""
+    from scipy.stats import ttest_ind
+
+    from ncsn.compare.significance import significance
+
+    root = tmp_path / "train"
+    fids = {10: [30.0, 31.0, 29.5], 3: [60.0, 62.0, 58.0], 30: [30.5, 33.0, 28.0]}
+    for L, values in fids.items():
+        for seed, fid in enumerate(values):
+            _job(root, f"L{L}-s{seed}", L, seed, {"fid": fid, "status": "finished"})
+    c = compare(root)
+    words = significance(c)
+    assert [g.settings["sigmas.num_scales"] for g in c.groups] == [10, 30, 3]
+    p_30 = ttest_ind(fids[10], fids[30], equal_var=False).pvalue
+    p_3 = ttest_ind(fids[10], fids[3], equal_var=False).pvalue
+    assert (
+        words[0] == f"num_scales=10 vs num_scales=30: not significant: p={p_30:.2g}, n=3 each (Welch's t-test on `fid`)"
+    )
+    assert words[1] == f"num_scales=10 beats num_scales=3: p={p_3:.2g}, n=3 each (Welch's t-test on `fid`)"
+    assert p_3 < 0.05 < p_30
+    assert main([str(root)]) == 0 and "num_scales=10 beats num_scales=3" in (root / "compare.md").read_text()
+
+    single = tmp_path / "sample"
+    for i, (lr, fid, low, high) in enumerate([(1e-5, 30.0, 25.0, 35.0), (2e-5, 33.0, 29.0, 38.0), (5e-5, 60, 52, 70)]):
+        ci = {"fid_ci_low": low, "fid_ci_high": high, "nfe": 11}
+        _sample_job(single, str(i), [f"sampler.step_lr={lr}"], {"kind": "annealed", "step_lr": lr}, {"fid": fid, **ci})
+    words = significance(compare(single))
+    assert words[0].startswith(
+        "step_lr=1e-05 vs step_lr=2e-05: not distinguishable: 95% intervals [25, 35] and [29, 38]"
+    )
+    assert words[1].startswith("step_lr=1e-05 beats step_lr=5e-05") and "do not overlap" in words[1]

@@ -66,9 +66,9 @@ def wait_rows(metrics, n, proc, limit=300):
 
 
 # -- one writer per run directory ------------------------------------------------------------
-def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path):
-    run_dir = tmp_path / "run"
-    holder = subprocess.Popen(
+def hold_lock(run_dir):
+    """Another process that holds ``run_dir``'s lock (it prints "held" once it does)."""
+    return subprocess.Popen(
         [
             sys.executable,
             "-c",
@@ -79,6 +79,11 @@ def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path):
         stdout=subprocess.PIPE,
         text=True,
     )
+
+
+def test_run_lock_refuses_a_live_holder_and_takes_over_a_dead_ones(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = hold_lock(run_dir)
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(ConfigError, match=rf"is in use by pid {holder.pid} on host "):
@@ -408,17 +413,7 @@ def test_the_lock_is_taken_before_anything_of_the_run_is_read(tmp_path, capsys):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"another architecture, or garbage")
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import sys, time; sys.path.insert(0, {str(ROOT / 'src')!r})\n"
-            "from ncsn.workflow.runlock import RunLock\n"
-            f"RunLock({str(run_dir)!r}).acquire(); print('held', flush=True); time.sleep(120)",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    holder = hold_lock(run_dir)
     try:
         assert holder.stdout.readline().strip() == "held"
         assert run_entry(train, compose_train([], run_dir)) == EXIT_BAD_INPUT

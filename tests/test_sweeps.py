@@ -129,3 +129,24 @@ def test_slurm_launcher_config_starts_one_task_per_device():
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.tasks_per_node == 4 and launcher.gpus_per_node == 4 and launcher.nodes == 2
     assert launcher.signal_delay_s > 0 and launcher.max_num_timeout > 0
+
+
+@pytest.mark.slow
+def test_a_failed_job_does_not_stop_the_sweep_and_the_sweep_says_so(tmp_path):
+    """-m optim.lr=-1,0.001: the first job is refused (exit 2 of its own), the second still trains;
+    the sweep ends with one line per job, the compare command, and exit status 2."""
+    from conftest import TINY_DIGITS
+
+    sweep = tmp_path / "sweep"
+    res = run_cli(
+        "train.py", "-m", *TINY_DIGITS, "trainer.max_steps=3", "optim.lr=-1,0.001", f"hydra.sweep.dir={sweep}"
+    )
+    assert res.returncode == 2, res.stderr[-3000:]
+    good = sweep_job(sweep, "optim.lr=0.001")
+    assert json.loads((good / "results.json").read_text())["status"] == "finished"
+    assert (sweep / "multirun.yaml").is_file()  # a job accepted the command
+    out = res.stdout
+    assert "── sweep: 2 jobs (1 failed, 1 finished)" in out
+    assert "optim.lr=-1" in out and "failed: train.py exited with status 2" in out
+    assert f"compare: python -m ncsn.compare {sweep}" in out
+    assert "error: optim.lr=-1" in res.stderr

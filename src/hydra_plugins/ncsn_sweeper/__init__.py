@@ -7,19 +7,24 @@ would share one settings-keyed directory is refused before it starts.
 Importing this module (Hydra does, when it loads its plugins) registers the job-key resolver of
 ``hydra.sweep.subdir`` (conf/hydra/default.yaml)."""
 
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
 from hydra.errors import ConfigCompositionException
 
 from ncsn.workflow.sweep_jobs import (
+    PENDING,
     RESOLVER,
     drop_pending_record,
     promote_pending_record,
     register_resolver,
     shared_job_dir,
+    sweep_summary,
     write_pending_record,
 )
 
@@ -44,25 +49,35 @@ class NcsnBasicSweeper(BasicSweeper):
         before = set(sweep_dir.iterdir()) if sweep_dir.is_dir() else None
         # train.py's first accepted job renames it over multirun.yaml (sweep_jobs.finished_job)
         write_pending_record(sweep_dir, self.config)
-        returns, initial_job_idx = [], 0
+        returns, initial_job_idx, started = [], 0, time.time()
         try:
             while not self.is_done():
                 batch = self.get_job_batch()
                 self.validate_batch_is_legal(batch)  # composition errors stop the sweep before any job
-                results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
-                for r in results:
-                    _ = r.return_value  # a failed job raises here, as in Hydra's sweeper
+                # a failed job (bad config, diverged: run_summary.JobFailed) does not stop the others
+                returns.append(self.launcher.launch(batch, initial_job_idx=initial_job_idx))
                 initial_job_idx += len(batch)
-                returns.append(results)
-        except BaseException:
-            drop_pending_record(sweep_dir)  # no job accepted the command: multirun.yaml stays as it was
-            for path in set(sweep_dir.iterdir()) - (before or set()):
-                _remove_if_empty(path)  # the directory Hydra made for a refused job
-            if before is None:
-                _remove_if_empty(sweep_dir)
+        except BaseException:  # Ctrl-C, SIGTERM (preempted), a bug
+            self._forget_refused(sweep_dir, before)
             raise
-        promote_pending_record(sweep_dir)  # jobs that do not call finished_job (sample.py): at the end
+        failed = all(r.status != JobStatus.COMPLETED for batch in returns for r in batch)
+        if failed and (sweep_dir / PENDING).is_file():  # every job refused the command: nothing written
+            self._forget_refused(sweep_dir, before)
+        else:
+            promote_pending_record(sweep_dir)  # jobs that do not call finished_job (sample.py): at the end
+        lines, code = sweep_summary(returns, sweep_dir, started)
+        print("\n".join(lines), flush=True)
+        if code:
+            sys.exit(code)
         return returns
+
+    @staticmethod
+    def _forget_refused(sweep_dir: Path, before: set | None) -> None:
+        drop_pending_record(sweep_dir)  # no job accepted the command: multirun.yaml stays as it was
+        for path in set(sweep_dir.iterdir()) - (before or set()):
+            _remove_if_empty(path)  # the directory Hydra made for a refused job
+        if before is None:
+            _remove_if_empty(sweep_dir)
 
 
 def _remove_if_empty(path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from .analysis import Comparison, _key, value_order
 from .jobs import Job
 from .plots import is_search, plot, plot_loss_by_sigma, plot_nfe, plot_search
+from .significance import significance
 
 #: Sample grids shown beside a job's row, first found.
 SAMPLE_GRIDS = ("samples/final.png", "samples.png")
@@ -162,11 +163,15 @@ def to_markdown(c: Comparison, out: Path | None = None, plots: tuple = (), title
         for j in g.jobs:
             rel = _grid(j, out)
             if rel:
-                seed = next((f"seed {_fmt(j.config.get(k))}" for k in c.seed_keys), j.name)
+                seed = next((f"seed {_fmt(j.config.get(k))}" for k in c.seed_keys), "samples")
                 grids.append(f'<a href="{rel}"><img src="{rel}" alt="{seed}" title="{j.name}"></a>')
         lines.append("| " + " | ".join([*(_cell(v, i < ns) for i, v in enumerate(cells)), " ".join(grids)]) + " |")
     if not c.groups:
         lines.append("| " + " | ".join([""] * (len(head) + 1)) + " |")
+    verdicts = significance(c)
+    if verdicts:
+        lines += ["", "Which differences are significant (each row against the best):", ""]
+        lines += [f"- {v}" for v in verdicts]
     for name, caption in plots:
         lines += ["", f"![{caption}]({name})", "", f"*{caption}*"]
     lines += ["", "## Every job", "", "| " + " | ".join(c.columns) + " |", "|" + "---|" * len(c.columns)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import time
 from pathlib import Path
 
@@ -160,15 +161,37 @@ class PreemptionCheckpoint(Callback):
 
     ``sigterm_received`` (given by the training workflow): whether a SIGTERM came while fit was
     starting, before Lightning installed its handler (which starts with a clean record); such a
-    SIGTERM stops fit at the first batch like one during training."""
+    SIGTERM stops fit at the first batch like one during training.
+
+    With several ranks, Lightning's handler (a broadcast inside the signal handler, and a stop
+    decided by each rank alone) hangs when the ranks get the signal at different moments; here
+    the handler only records it, and after each training batch the ranks agree (an all-reduce)
+    to stop together after that batch when any of them received one."""
 
     def __init__(self, dirpath: str, sigterm_received=None):
         self.dirpath = Path(dirpath)
         self.sigterm_received = sigterm_received
+        self._pending = False
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if self.sigterm_received is not None and self.sigterm_received():
-            trainer._signal_connector.received_sigterm = True  # what Lightning's own handler records
+        self._pending = bool(self.sigterm_received is not None and self.sigterm_received())
+        handlers = getattr(signal.getsignal(signal.SIGTERM), "signal_handlers", None)
+        if isinstance(handlers, list):  # Lightning's composed handler: replace its own part
+            connector = trainer._signal_connector
+            handlers[:] = [self._record if getattr(h, "__self__", None) is connector else h for h in handlers]
+
+    def _record(self, signum, frame) -> None:
+        log.info("[rank %d] SIGTERM: stopping after this batch", int(getattr(self, "_rank", 0)))
+        self._pending = True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._rank, pending = trainer.global_rank, self._pending
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([int(pending)], device=pl_module.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            pending = bool(flag.item())
+        if pending:
+            trainer._signal_connector.received_sigterm = True  # every rank stops after this batch
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         if isinstance(exception, SIGTERMException):

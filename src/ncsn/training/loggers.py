@@ -110,6 +110,7 @@ class NcsnWandbLogger(WandbLogger):
         self._wandb_init.pop("anonymous", None)  # deprecated in wandb: it only printed a warning
         self._best_fid: float | None = None
         self._best_step: int | None = None
+        self._launch_pid = os.getpid()  # a rank forked by ddp_fork runs in another process
 
     def continue_best(self, fid: float, step: int) -> None:
         """A resumed run: the best FID so far (from the run directory's metrics.csv up to the
@@ -123,6 +124,16 @@ class NcsnWandbLogger(WandbLogger):
         if first and getattr(run, "define_metric", None) is not None and rank_zero_only.rank == 0:
             run.define_metric(FID_KEY, summary="min,last")  # fid/best and fid/best_step: plain last values
         return run
+
+    def finalize(self, status: str) -> None:
+        """Lightning's finalize; in a rank that ``ddp_fork`` forked (rank 0 holds the run) also end
+        the W&B run: the process exits without W&B's exit hook (its last records would be lost) and
+        the launching process continues the same run for the end-of-run record (one run per job)."""
+        super().finalize(status)
+        if self._experiment is not None and os.getpid() != self._launch_pid and not getattr(self, "_attach_id", None):
+            self._id = self._experiment.id
+            self._experiment.finish(exit_code=0 if status == "success" else 1)
+            self._experiment = None
 
     def log_metrics(self, metrics, step=None):
         self._log_at_global_step(dict(metrics), global_step_of(step))

@@ -29,6 +29,24 @@ from .resume import (
 
 log = logging.getLogger(__name__)
 
+
+class EmaUpdate:
+    """torch's ``get_ema_multi_avg_fn(decay)`` (the same update, step for step) as a module-level
+    callable: ``ddp_spawn`` pickles the model, and torch's local function cannot be pickled."""
+
+    def __init__(self, decay: float):
+        get_ema_multi_avg_fn(decay)  # torch's own check of the decay's range
+        self.decay = decay
+
+    @torch.no_grad()
+    def __call__(self, ema_param_list, current_param_list, _) -> None:
+        if torch.is_floating_point(ema_param_list[0]) or torch.is_complex(ema_param_list[0]):
+            torch._foreach_lerp_(ema_param_list, current_param_list, 1 - self.decay)
+        else:  # foreach lerp only handles float and complex
+            for p_ema, p_model in zip(ema_param_list, current_param_list, strict=True):
+                p_ema.copy_(p_ema * self.decay + p_model * (1 - self.decay))
+
+
 NONFINITE_POLICIES = ("raise", "skip")
 SIGMA_SAMPLING = ("levels", "continuous", "lognormal")
 WEIGHTINGS = ("power", "edm")
@@ -98,7 +116,7 @@ class ScoreModel(L.LightningModule):
         self.__dict__["train_net"] = maybe_compile(net, compile_net, compile_mode)
         self.ema = None
         if ema_decay is not None:
-            self.ema = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True)
+            self.ema = AveragedModel(net, multi_avg_fn=EmaUpdate(ema_decay), use_buffers=True)
             self.ema.requires_grad_(False)
         # The resolved run config as a plain dict (weights-only loading needs plain containers).
         self.save_hyperparameters({"config": config or {}})

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 import os
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..checks import flatten, is_int, is_number
+
+log = logging.getLogger(__name__)
 
 #: Keys that may differ when a run directory is resumed (training longer is the same run).
 RESUME_IGNORED_KEYS = ("ckpt_path", "allow_config_change", "trainer.max_steps", "trainer.max_epochs")
@@ -275,15 +278,26 @@ def _is_path_key(key: str, a, b, old_run_dir, new_run_dir) -> bool:
     return a.startswith(old_run_dir) and b.startswith(new_run_dir) and a[len(old_run_dir) :] == b[len(new_run_dir) :]
 
 
-def config_differences(old: dict, new: dict) -> list[str]:
-    """Keys whose values differ, except RESUME_IGNORED_KEYS and path-valued keys (_is_path_key)."""
+def added_defaults(old: dict, new: dict, overrides: list[str]) -> list[str]:
+    """Keys the saved config ``old`` lacks (added to the repository since the run started) that
+    no override sets: at their defaults, they do not change what the run is."""
+    a, b = flatten(old), flatten(new)
+    set_keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
+    return [k for k in sorted(set(b) - set(a)) if not any(k == s or k.startswith(f"{s}.") for s in set_keys)]
+
+
+def config_differences(old: dict, new: dict, overrides: list[str] | None = None) -> list[str]:
+    """Keys whose values differ, except RESUME_IGNORED_KEYS, path-valued keys (_is_path_key) and,
+    given the run's ``overrides``, keys added at their defaults (``added_defaults``)."""
     a, b = flatten(old), flatten(new)
     old_dir, new_dir = a.get("paths.run_dir"), b.get("paths.run_dir")
+    added = set(added_defaults(old, new, overrides)) if overrides is not None else set()
     keys = sorted(set(a) | set(b))
     return [
         k
         for k in keys
         if k not in RESUME_IGNORED_KEYS
+        and k not in added
         and a.get(k, "<absent>") != b.get(k, "<absent>")
         and not _is_path_key(k, a.get(k), b.get(k), old_dir, new_dir)
     ]
@@ -306,7 +320,9 @@ def record_run_config(run_dir: Path, resolved: dict, overrides: list[str], allow
             old = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
         except Exception as e:  # noqa: BLE001 - any parse failure is reported the same way
             raise ConfigError(f"{path}: the run directory's saved config cannot be read ({e})") from None
-        diff = config_differences(old, resolved)
+        diff = config_differences(old, resolved, overrides)
+        if added := added_defaults(old, resolved, overrides):
+            log.info("config: keys added since this run started, at their defaults: %s", ", ".join(added))
         if diff and not allow_change:
             shown = ", ".join(
                 f"{k}: {flatten(old).get(k, '<absent>')!r} -> {flatten(resolved).get(k, '<absent>')!r}"

@@ -62,6 +62,14 @@ class SigtermGuard:
     def phase(self, where: str, raising: bool) -> None:
         self.where, self.raising = where, raising
 
+    def was_received(self) -> bool:
+        """``received``, as a callable (``PreemptionCheckpoint(sigterm_received=...)``)."""
+        return self.received
+
+    def __getstate__(self) -> dict:
+        # ddp_spawn pickles the callbacks: a spawned rank gets the flag, not this process's saved handler
+        return {**self.__dict__, "_previous": None}
+
     def _handle(self, signum, frame) -> None:
         first, self.received = not self.received, True
         if first and self.raising:

@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from omegaconf import open_dict, read_write
+
+from ..training.resume import PROGRESS_KEY
+from .checkpoints import load_checkpoint
 
 
 def pin_ddp_children_to_this_job(run_dir: Path) -> None:
@@ -53,3 +57,16 @@ def is_run_dir_writer() -> bool:
     """The process that writes the run directory: global rank 0, the one that launches the
     other ranks (they inherit or are given a non-zero rank in their environment)."""
     return all(os.environ.get(k, "0") in ("", "0") for k in RANK_ENV)
+
+
+def ranks_progress(trainer, run_dir: Path, step: int, epoch: int) -> tuple[int, int]:
+    """(global step, 0-based last epoch) of the fit: ``step`` and ``epoch`` from this process's
+    loop, unless the ranks ran in processes it started (``ddp_fork``/``ddp_spawn``: its own loop
+    never ran); then from their checkpoints/last.ckpt's progress record (``PROGRESS_KEY``)."""
+    if not isinstance(getattr(trainer.strategy, "launcher", None), _MultiProcessingLauncher):
+        return step, epoch
+    last = run_dir / "checkpoints" / "last.ckpt"
+    progress = load_checkpoint(last).get(PROGRESS_KEY) if last.is_file() else None
+    if progress is None:
+        return step, epoch
+    return int(progress["global_step"]), max(int(progress["epochs_started"]) - 1, 0)

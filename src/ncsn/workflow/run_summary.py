@@ -33,11 +33,16 @@ def best_metric(metrics_csv: str | Path, key: str = "fid") -> dict:
 
 
 def in_optuna_sweep() -> bool:
-    """True inside a job launched by Hydra's Optuna sweeper."""
+    """True inside a job launched by the Optuna sweeper (``hydra/sweeper=ncsn_optuna``)."""
     if not HydraConfig.initialized():
         return False
     target = str(HydraConfig.get().sweeper.get("_target_", ""))
     return "optuna" in target.lower()
+
+
+def in_sweep() -> bool:
+    """True inside a job of a ``-m`` sweep (any sweeper)."""
+    return HydraConfig.initialized() and str(HydraConfig.get().mode) == "RunMode.MULTIRUN"
 
 
 def sweep_objective(results: dict, key: str) -> float | None:
@@ -123,17 +128,23 @@ def print_run_summary(script: str, run_dir: str | Path, results: dict) -> None:
     to_log_files(lines)  # <job>.log holds the summary too
 
 
-class TrialFailed(RuntimeError):
-    """A job of an Optuna sweep failed (bad config, diverged, no objective): raised instead of
-    exiting, so Hydra records the job as failed and Optuna the trial as FAIL, and the study goes
-    on (``hydra.sweeper.max_failure_rate``)."""
+class JobFailed(RuntimeError):
+    """A job of a ``-m`` sweep failed (bad config, diverged, no objective): raised instead of
+    exiting, so Hydra records the job as failed and the sweep goes on with its other jobs (the
+    sweepers then print which failed and exit non-zero: ``sweep_jobs.sweep_summary``; Optuna
+    records the trial as FAIL, ``hydra.sweeper.max_failure_rate``)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
 
 
 def finish_job(script: str, cfg, code: int, results: dict, run_dir: str | Path) -> float | None:
     """The end of ``train.py`` / ``sample.py``'s ``main``: print the summary (the process that
-    holds the results: rank 0), then exit with ``code`` when it is not 0 (inside an Optuna sweep:
-    raise ``TrialFailed``), exit 0 after a SIGTERM (``preempted``: a sweep stops there too), else
-    return the sweep objective (``cfg.objective``, a key of results.json) to Hydra."""
+    holds the results: rank 0), then exit with ``code`` when it is not 0 (inside a ``-m`` sweep:
+    raise ``JobFailed``, so the other jobs still run; Ctrl-C (130) stops the sweep), exit 0 after
+    a SIGTERM (``preempted``: a sweep stops there too), else return the sweep objective
+    (``cfg.objective``, a key of results.json) to Hydra."""
     import sys
 
     if results:
@@ -142,18 +153,22 @@ def finish_job(script: str, cfg, code: int, results: dict, run_dir: str | Path) 
         # SIGTERM (a cluster's preemption) stops the process, not only this job: under -m Hydra
         # would otherwise start the next job of the sweep. Exit 0: rerun the same command to resume
         sys.exit(0)
-    optuna = in_optuna_sweep()
+    sweep = in_sweep()
     if code:
-        if optuna:
-            raise TrialFailed(f"{script} exited with status {code} (see the error above)")
+        if sweep and code != 130:
+            raise JobFailed(f"{script} exited with status {code}" + _reason(results), code)
         sys.exit(code)
     key = cfg.get("objective")
     if key is None:
         return None
     value = sweep_objective(results, key)
-    if value is None and optuna and results:
-        raise TrialFailed(f"objective={key!r}: results.json has no finite value for it")
+    if value is None and in_optuna_sweep() and results:
+        raise JobFailed(f"objective={key!r}: results.json has no finite value for it", 1)
     return value
+
+
+def _reason(results: dict) -> str:
+    return f": {results['error']}" if results.get("error") else " (see the error above)"
 
 
 def record_preempted_start_up(run_dir: Path, lock) -> dict:

@@ -210,3 +210,35 @@ def finished_job(run_dir: Path, resolved: dict) -> dict | None:
         return None
     exclude = list(OmegaConf.select(hc, "job.config.override_dirname.exclude_keys") or [])
     return None if skip_differences(old, resolved, exclude) else {**results, "status": "skipped"}
+
+
+# ---- the end of a sweep ------------------------------------------------------------------------
+
+
+def sweep_summary(returns, sweep_dir: Path, started: float) -> tuple[list[str], int]:
+    """(lines, exit code) at the end of a ``-m`` sweep: each job's directory and outcome
+    (finished, skipped: finished by an earlier run of the sweep, failed with its reason, or the
+    status its results.json records), the compare command, and the exit status: 0, or the first
+    failed job's (2 bad config, 3 diverged, 1 otherwise)."""
+    from hydra.core.utils import JobStatus
+
+    rows, counts, code = [], {}, 0
+    for ret in (r for batch in returns for r in batch):
+        run_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir)) if ret.hydra_cfg is not None else None
+        if ret.status != JobStatus.COMPLETED:
+            outcome = "failed"
+            detail = str(ret._return_value)
+            code = code or getattr(ret._return_value, "code", 1)
+        else:
+            results_json = run_dir / "results.json" if run_dir is not None else None
+            fresh = results_json is not None and results_json.is_file() and results_json.stat().st_mtime >= started
+            outcome = read_status(run_dir).get("status", "finished") if fresh else "skipped"
+            detail = "finished by an earlier run of this sweep" if outcome == "skipped" else ""
+        counts[outcome] = counts.get(outcome, 0) + 1
+        name = run_dir.name if run_dir is not None else "?"
+        rows.append(f"  {name:<40}  {outcome}" + (f": {detail}" if detail else ""))
+    total = sum(counts.values())
+    tally = ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+    title = f"── sweep: {total} job{'s' if total != 1 else ''} ({tally}) "
+    lines = [title + "─" * max(0, 60 - len(title)), *rows, f"compare: python -m ncsn.compare {sweep_dir}"]
+    return lines, code

@@ -47,13 +47,13 @@ from .console import console_callbacks
 from .entry import Preempted, RunInterrupted, SigtermGuard
 from .evaluation import build_training_fid, check_fid_weights
 from .overrides import check_overrides_honoured
-from .ranks import DDP_LAUNCH_ENV, is_run_dir_writer, pin_ddp_children_to_this_job, restore_env
+from .ranks import DDP_LAUNCH_ENV, is_run_dir_writer, pin_ddp_children_to_this_job, ranks_progress, restore_env
 from .resources import check_batch_fits, check_resources
 from .run_summary import best_metric, record_preempted_start_up
 from .runlock import RunLock, remove_stale_temp_files
 from .search import trial_pruning
 from .sweep_jobs import finished_job
-from .wandb_run import job_identity
+from .wandb_run import continue_ranks_run, job_identity
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def train(cfg: DictConfig, sigterm_before=()) -> dict:
                 run = prepare_run(cfg)
                 check_overrides_honoured(run.resolved)  # every key the user set holds its value, or exit 2
                 notes = settle_resume(run) if lock is not None else []
-                trainer = build_trainer(cfg, run, lambda: guard.received)
+                trainer = build_trainer(cfg, run, guard.was_received)
                 if (done := finished_job(run.run_dir, run.resolved)) is not None:
                     return done  # a finished job of a re-run sweep: skipped (sweep_jobs)
             except Preempted:
@@ -122,6 +122,9 @@ def settle_resume(run: Run) -> list[str]:
         step = int(ckpt.get("global_step", 0))
         progress = ckpt.get(PROGRESS_KEY)
         pending = bool((progress or {}).get("val_pending", False))
+        max_steps = run.resolved.get("trainer", {}).get("max_steps")
+        if pending and max_steps is not None and 0 <= max_steps <= step:
+            pending = False  # a finished fit: nothing after the step runs again, its validation is kept
         if progress is None:
             notes.append(
                 f"ckpt_path={run.ckpt_path!r} has no {PROGRESS_KEY} record: resumed from Lightning's loop "
@@ -298,7 +301,8 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer, guard: Sigterm
             # one step convention (training.loggers.LOGGING_STEP_OFFSET): global_step = optimizer steps
             # done; epoch = the 0-based index of the last epoch that ran, as in metrics.csv and file names
             last_epoch = max(trainer.fit_loop.epoch_progress.current.ready - 1, 0)  # stopped mid-epoch too
-            results.update(status=status, global_step=trainer.global_step, epoch=last_epoch)
+            step, last_epoch = ranks_progress(trainer, run.run_dir, trainer.global_step, last_epoch)
+            results.update(status=status, global_step=step, epoch=last_epoch)
             results.update(best_metric(run.run_dir / "metrics.csv", "fid"))  # fid/best, fid/best_step
             results.update({f"noise_design/{k}": v for k, v in run.noise_design.items()})
             if error:
@@ -320,7 +324,8 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer, guard: Sigterm
                 results["preempted_in"] = where
             atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
             try:  # final samples, toy figure and results.json's numbers to W&B
-                log_run_end(trainer.loggers, run.run_dir, results, trainer.global_step)
+                continue_ranks_run(trainer.loggers)  # ddp_fork: rank 0's W&B run, not a second one
+                log_run_end(trainer.loggers, run.run_dir, results, step)
             except Exception as e:  # noqa: BLE001 - the run's own record is written; W&B is a copy
                 log.warning("could not send the end of the run to W&B: %s: %s", type(e).__name__, e)
         for logger in trainer.loggers:

@@ -99,3 +99,18 @@ def resume_arguments(node: DictConfig) -> dict:
         return {}
     run_id = previous_run_id(node.save_dir)
     return {} if run_id is None else {"id": run_id, "resume": node.get("resume") or "allow"}
+
+
+def continue_ranks_run(loggers) -> None:
+    """After a fit whose ranks ran in processes this one started (``ddp_fork``): the W&B logger
+    here never started a run; rank 0's (finished in that process) is continued by id for the
+    end-of-run record, so the job stays one W&B run (its id: ``logger.wandb.id`` or the one
+    under its save_dir)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is None and logger._id is None:
+            run_id = previous_run_id(logger.save_dir) if logger.save_dir else None
+            if run_id is not None:
+                logger._id = run_id
+                logger._wandb_init.update(id=run_id, resume=logger._wandb_init.get("resume") or "allow")
