@@ -49,3 +49,7 @@ if __name__ == "__main__":
         if e.code == 1 and not _STARTED:
             sys.exit(2)
         raise
+    finally:
+        # all is written: the interpreter's shutdown restores SIGTERM's default action, and a
+        # SIGTERM in those last moments would turn a finished run into "killed by SIGTERM"
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})

@@ -7,7 +7,10 @@ reference). Then, in a second sweep directory, it is started, and at a random mo
 whole process group, as the OOM killer or a node failure would), SIGTERM or SIGINT, each either
 to the launching process (``kill PID``) or to the whole group (SLURM's preemption, Ctrl-C in a
 terminal); the same command is started again after each, with the
-same ``hydra.sweep.dir``. After ``--signals`` signals it runs to completion. Checks, per job:
+same ``hydra.sweep.dir``. Once a sweep has completed, the next signals go to a fresh sweep
+directory (a new round), so signals keep landing in running jobs rather than after the end.
+After ``--signals`` signals the unfinished round runs to completion. Checks, per job of every
+round:
 
 * weights: ``checkpoints/last.ckpt`` (network, EMA, optimizer state) equals the straight run's
   (max abs diff, tolerance ``--atol``: 0 by default);
@@ -32,7 +35,6 @@ Prints one line per signal, a summary table, and exits 1 on any violation (0 oth
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import random
 import re
@@ -49,9 +51,20 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ncsn.training.wandb_offline import read_offline_run  # noqa: E402
+from soak_checks import (  # noqa: E402
+    SEEDS,
+    check_metrics,
+    check_results,
+    check_temp_files,
+    check_wandb_history,
+    check_wandb_id,
+    check_weights,
+    job_dir,
+    read_rows,
+    sweep_complete,
+    wandb_missing_steps,
+)
 
-SEEDS = (1, 2, 3)  # the sweep: one job per seed
 #: (signal, receiver): "group" = every process of the command (the OOM killer or a node failure for
 #: SIGKILL, SLURM's preemption signalling every process of a job step, Ctrl-C in a terminal),
 #: "main" = the launching process only (``kill PID``, ``kill -INT PID``)
@@ -177,15 +190,6 @@ def run_once(
     return rec
 
 
-def job_dir(sweep: Path, seed: int) -> Path:
-    """The run directory of the sweep's job with this seed (however Hydra's sweep.subdir names it;
-    a path that does not exist before the job has written its config)."""
-    for config in sweep.glob("*/.hydra/config.yaml"):
-        if re.search(rf"^seed: {seed}$", config.read_text(), re.MULTILINE):
-            return config.parent.parent
-    return sweep / f"seed{seed}-not-started"
-
-
 def moment(sweep: Path, log: Path) -> tuple[int | None, int | None, str]:
     """Where the sweep stands: (the seed of the job being run, its last step in metrics.csv, the
     log's last line)."""
@@ -194,17 +198,6 @@ def moment(sweep: Path, log: Path) -> tuple[int | None, int | None, str]:
     seed = int(launched[-1].group(1)) if launched and launched[-1] else None
     steps = [r["step"] for r in read_rows(job_dir(sweep, seed) / "metrics.csv")] if seed is not None else []
     return seed, (steps[-1] if steps else None), (lines[-1].split("] - ")[-1][:60] if lines else "")
-
-
-def read_rows(path: Path) -> list[dict]:
-    """metrics.csv rows as {column: value} of their non-empty cells (step as int); [] if absent."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        rows = [{k: v for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(f)]
-    for r in rows:
-        r["step"] = int(float(r["step"]))
-    return rows
 
 
 def check_signal(rec: dict, stop_s: float) -> list[str]:
@@ -217,106 +210,16 @@ def check_signal(rec: dict, stop_s: float) -> list[str]:
         return problems
     want = EXPECTED_RC[rec["sig"]]
     died_of_sigint = rec["sig"] == "SIGINT" and rec["rc"] == -signal.SIGINT
-    if isinstance(rec["rc"], int) and rec["rc"] != want and not died_of_sigint:
+    # after the sweep's last line the process is exiting (the interpreter's shutdown restores the
+    # default handlers): dying of the signal then loses nothing; every record is checked below
+    at_exit = rec["rc"] == -getattr(signal, rec["sig"]) and str(rec.get("line", "")).startswith("compare:")
+    if isinstance(rec["rc"], int) and rec["rc"] != want and not died_of_sigint and not at_exit:
         problems.append(f"exit {rec['rc']} (expected {want})")  # killed by SIGINT: a shell's 130 too
     if isinstance(rec["rc"], str):
         problems.append(f"still running {stop_s:.0f} s after the signal (then killed)")
     if rec["step"] is not None and rec["ckpt_step"] is not None and rec["ckpt_step"] > rec["step"] + 2:
         problems.append(f"seed={rec['job']} trained on from step {rec['step']} to {rec['ckpt_step']} after the signal")
     return problems
-
-
-def max_abs_diff(a, b, where: str = "") -> tuple[float, str]:
-    """Largest |a - b| over the tensors of two nested structures (inf on a structural mismatch)."""
-    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
-        if a.shape != b.shape:
-            return float("inf"), where
-        if not a.is_floating_point():
-            return (0.0 if torch.equal(a, b) else float("inf")), where
-        return ((a.double() - b.double()).abs().max().item() if a.numel() else 0.0), where
-    if isinstance(a, dict) and isinstance(b, dict):
-        if set(a) != set(b):
-            return float("inf"), f"{where} keys"
-        return max((max_abs_diff(a[k], b[k], f"{where}.{k}") for k in a), default=(0.0, where))
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        if len(a) != len(b):
-            return float("inf"), f"{where} length"
-        return max((max_abs_diff(x, y, f"{where}[{i}]") for i, (x, y) in enumerate(zip(a, b))), default=(0.0, where))
-    return (0.0 if a == b else float("inf")), where
-
-
-def check_weights(job: Path, ref: Path, atol: float) -> str | None:
-    a = torch.load(job / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    b = torch.load(ref / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")
-    if a["global_step"] != b["global_step"]:
-        return f"last.ckpt at step {a['global_step']}, straight run at {b['global_step']}"
-    diff, where = max(
-        max_abs_diff(a["state_dict"], b["state_dict"], "state_dict"),
-        max_abs_diff(a["optimizer_states"], b["optimizer_states"], "optimizer"),
-    )
-    return None if diff <= atol else f"max abs diff {diff:.3g} at {where} (> {atol})"
-
-
-def comparable(row: dict) -> tuple:
-    """A metrics row without its timings (they differ between any two runs)."""
-    return tuple(sorted((k, v) for k, v in row.items() if "time" not in k))
-
-
-def check_metrics(job: Path, ref: Path) -> str | None:
-    rows, ref_rows = read_rows(job / "metrics.csv"), read_rows(ref / "metrics.csv")
-    keys = [(r["step"], tuple(sorted(k for k in r if k not in ("step", "epoch")))) for r in rows]
-    if len(set(keys)) != len(keys):
-        dup = next(k for k in keys if keys.count(k) > 1)
-        return f"row logged twice: step {dup[0]} {list(dup[1])}"
-    steps = [r["step"] for r in rows]
-    if steps != sorted(steps):
-        return f"steps out of order: {next(f'{a} then {b}' for a, b in zip(steps, steps[1:]) if b < a)}"
-    mine, theirs = [comparable(r) for r in rows], [comparable(r) for r in ref_rows]
-    if mine != theirs:
-        missing = [dict(r) for r in theirs if r not in mine][:1]
-        extra = [dict(r) for r in mine if r not in theirs][:1]
-        return f"differs from the straight run: missing {missing}, different/extra {extra}"
-    return None
-
-
-def wandb_runs(job: Path) -> list[dict]:
-    """The job's offline W&B runs, in start order (a file a kill left with no records is skipped)."""
-    runs = [read_offline_run(f) for f in sorted(job.glob("wandb/offline-run-*/run-*.wandb"))]
-    return [r for r in runs if r["run"]]
-
-
-def check_wandb_id(job: Path, want_id: str) -> str | None:
-    runs = wandb_runs(job)
-    ids = sorted({r["run"]["id"] for r in runs})
-    return None if ids == [want_id] else f"{len(runs)} offline runs with ids {ids} (expected only {want_id})"
-
-
-def wandb_missing_steps(job: Path, max_steps: int) -> list[int]:
-    """Steps 1..max_steps at which none of the job's W&B runs holds train/loss."""
-    seen = {int(row["trainer/global_step"]) for r in wandb_runs(job) for row in r["history"] if "train/loss" in row}
-    return sorted(set(range(1, max_steps + 1)) - seen)
-
-
-def check_wandb_history(job: Path, max_steps: int) -> str | None:
-    missing = wandb_missing_steps(job, max_steps)
-    return f"train/loss missing in W&B at {len(missing)} steps: {missing[:6]}..." if missing else None
-
-
-def check_results(job: Path, max_steps: int) -> str | None:
-    import json
-
-    try:
-        res = json.loads((job / "results.json").read_text())
-    except (OSError, ValueError) as e:
-        return f"results.json unreadable: {e}"
-    if res.get("status") != "finished" or res.get("global_step") != max_steps:
-        return f"status {res.get('status')} at global_step {res.get('global_step')} (expected finished at {max_steps})"
-    return None
-
-
-def check_temp_files(job: Path) -> str | None:
-    left = [str(p.relative_to(job)) for p in job.rglob("*") if ".tmp" in p.name]
-    return f"temporary files left: {left[:5]}" if left else None
 
 
 def main(argv=None) -> int:
@@ -349,7 +252,8 @@ def main(argv=None) -> int:
         return 1
     span = args.span or ref["wall_s"]
     rng = random.Random(args.seed)
-    records, violations = [], []
+    records, violations, rounds = [], [], []
+    soaked = out / "soak0"
     for i in range(args.signals):
         kind, delay = rng.choice(KINDS), round(rng.uniform(0.0, span), 1)
         rec = run_once(soaked, args.max_steps, log, delay, kind, args.stop_s, args.strategy)
@@ -362,9 +266,14 @@ def main(argv=None) -> int:
         violations += [f"signal {i + 1} ({sig} at {delay}s, {what}): {msg}" for msg in problems]
         for msg in problems:
             print(f"    VIOLATION: {msg}")
-    final = run_once(soaked, args.max_steps, log, None, None, args.stop_s, args.strategy)
-    violations += [f"final run: {msg}" for msg in check_signal(final, args.stop_s)]
-    print(f"final run: exit {final['rc']} in {final['wall_s']:.0f} s")
+        if sweep_complete(soaked, args.max_steps):  # the next signals go to a fresh sweep (a new round)
+            rounds.append(soaked)
+            soaked = out / f"soak{len(rounds)}"
+    if soaked.exists():  # the round the signals left unfinished: the same command completes it
+        final = run_once(soaked, args.max_steps, log, None, None, args.stop_s, args.strategy)
+        violations += [f"final run: {msg}" for msg in check_signal(final, args.stop_s)]
+        print(f"final run: exit {final['rc']} in {final['wall_s']:.0f} s")
+        rounds.append(soaked)
 
     checks = {
         "weights = straight": lambda n: check_weights(job_dir(soaked, n), job_dir(straight, n), args.atol),
@@ -375,25 +284,29 @@ def main(argv=None) -> int:
         "no temp files": lambda n: check_temp_files(job_dir(soaked, n)),
     }
     ids = [(f"seed={seed}", seed) for seed in SEEDS]
-    print(f"\n{'check':20s}" + "".join(f"{j:10s}" for j, _ in ids))
-    for name, check in checks.items():
-        cells = []
-        for j, seed in ids:
-            try:
-                problem = check(seed)
-            except Exception as e:  # noqa: BLE001 - a missing or unreadable file is a violation too
-                problem = f"{type(e).__name__}: {e}"
-            cells.append("ok" if problem is None else "FAIL")
-            if problem:
-                violations.append(f"{j} {name}: {problem}")
-        print(f"{name:20s}" + "".join(f"{c:10s}" for c in cells))
-    for j, seed in ids:  # a SIGKILL loses what W&B had not yet written (up to one 32 KiB block): not checked
-        lost = wandb_missing_steps(job_dir(soaked, seed), args.max_steps)
-        print(f"{j}: W&B history of the soak lacks train/loss at {len(lost)} of {args.max_steps} steps")
+    for soaked in rounds:
+        print(f"\n{soaked.name + ': check':20s}" + "".join(f"{j:10s}" for j, _ in ids))
+        for name, check in checks.items():
+            cells = []
+            for j, seed in ids:
+                try:
+                    problem = check(seed)
+                except Exception as e:  # noqa: BLE001 - a missing or unreadable file is a violation too
+                    problem = f"{type(e).__name__}: {e}"
+                cells.append("ok" if problem is None else "FAIL")
+                if problem:
+                    violations.append(f"{soaked.name} {j} {name}: {problem}")
+            print(f"{name:20s}" + "".join(f"{c:10s}" for c in cells))
+        for j, seed in ids:  # a SIGKILL loses what W&B had not yet written (up to one 32 KiB block): not checked
+            lost = wandb_missing_steps(job_dir(soaked, seed), args.max_steps)
+            print(f"{j}: W&B history of {soaked.name} lacks train/loss at {len(lost)} of {args.max_steps} steps")
     landed = [(r["sig"], r["to"]) for r in records if not r["ended_before"]]
     counts = {f"{s}>{t}": landed.count((s, t)) for s, t in KINDS}
     late = sum(r["ended_before"] for r in records)
-    print(f"signals: {counts}, {late} after the sweep had ended; wall time {time.time() - t0:.0f} s")
+    print(
+        f"signals: {counts}, {late} after the sweep had ended; {len(rounds)} sweeps (rounds); "
+        f"wall time {time.time() - t0:.0f} s"
+    )
     for v in violations:
         print("VIOLATION:", v)
     print("soak:", "FAILED" if violations else "passed")

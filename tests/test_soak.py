@@ -55,7 +55,7 @@ def test_multiprocessing_ddp_multirun_records_the_ranks_step_and_one_wandb_run_p
         "trainer.devices=2",
         "trainer.accelerator=cpu",
         "data.batch_size=16",
-        "sampler.n_samples=8",  # split evenly over the 2 ranks
+        "sampler.n_samples=9",  # uneven over the 2 ranks (5 + 4): the grid's all_gather pads the shorter share
         "logger=default",
         "logger.wandb.mode=offline",
         "logger.wandb.id=fork-seed${seed}",
@@ -75,6 +75,7 @@ def test_multiprocessing_ddp_multirun_records_the_ranks_step_and_one_wandb_run_p
         assert steps == set(range(1, 7))
         summary = {k: v for r in runs for k, v in r["summary"].items()}
         assert summary.get("results/global_step") == 6, sorted(summary)
+        assert len(list((job / "samples").glob("epoch*.png"))) == 1  # the grid of the validation at step 6
 
 
 @pytest.mark.slow

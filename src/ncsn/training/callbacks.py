@@ -116,9 +116,13 @@ class SampleCallback(Callback):
         configured = (
             res.samples if (self.sampler.denoise or not self.denoise_both or self.fid is None) else res.before_denoise
         )
-        grid = configured[: self.sampler.n_samples]
-        if world > 1:
-            grid = pl_module.all_gather(grid).transpose(0, 1).flatten(0, 1)[: self.sampler.n_samples]
+        # the grid: samples 0 .. n_grid - 1; this process holds rank, rank + world, ... of them
+        n_grid = min(self.sampler.n_samples, total)
+        grid = configured[: len(range(rank, n_grid, world))]
+        if world > 1:  # equal shapes for all_gather: pad the shorter shares, interleave, cut
+            pad = -(-n_grid // world) - len(grid)
+            grid = torch.cat([grid, grid.new_zeros((pad, *grid.shape[1:]))]) if pad else grid
+            grid = pl_module.all_gather(grid).transpose(0, 1).flatten(0, 1)[:n_grid]
         if trainer.is_global_zero:
             path = self.out_dir / f"epoch{trainer.current_epoch:04d}_step{trainer.global_step:07d}.png"
             save_samples_figure(grid, path, trainer.datamodule)

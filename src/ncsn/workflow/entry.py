@@ -39,17 +39,19 @@ class SigtermGuard:
     in fit's loops Lightning's own handler (which calls this one too) stops after the batch and
     ``PreemptionCheckpoint`` saves ``last.ckpt``; one recorded while fit was starting is handed
     to Lightning by ``PreemptionCheckpoint`` at the training start. ``before``: SIGTERMs recorded before the
-    run started (train.py records them from its first line)."""
+    run started (train.py records them from its first line). ``raising=False`` from the start: a
+    DDP child rank, which must still join the process group (rank 0 waits for it there) and stop
+    with the others at the first batch, rather than exit alone."""
 
-    def __init__(self, before=()):
+    def __init__(self, before=(), raising: bool = True):
         self.received = bool(before)
-        self.where, self.raising = "start-up", True
+        self.where, self.raising = "start-up", raising
         self._previous = None
 
     def __enter__(self) -> SigtermGuard:
         if threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGTERM, self._handle)
-        if self.received:
+        if self.received and self.raising:
             self.__exit__()
             raise Preempted(self.where)
         return self

@@ -73,7 +73,8 @@ def train(cfg: DictConfig, sigterm_before=()) -> dict:
     saved_env = {k: os.environ.get(k) for k in DDP_LAUNCH_ENV}
     lock = None
     try:
-        with SigtermGuard(sigterm_before) as guard:
+        # a DDP child only records a SIGTERM before training: rank 0 waits for it in the rendezvous
+        with SigtermGuard(sigterm_before, raising=is_run_dir_writer()) as guard:
             try:
                 validate_train(cfg)  # the config alone: nothing of the run directory is read before the lock
                 lock = take_run_dir(cfg)
