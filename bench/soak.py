@@ -200,7 +200,9 @@ def moment(sweep: Path, log: Path) -> tuple[int | None, int | None, str]:
     return seed, (steps[-1] if steps else None), (lines[-1].split("] - ")[-1][:60] if lines else "")
 
 
-def check_signal(rec: dict, stop_s: float) -> list[str]:
+def check_signal(rec: dict, stop_s: float, exit_codes: bool = True) -> list[str]:
+    """What went wrong with one run: processes left, a hang, training on past the signal, and
+    (``exit_codes``) an exit status other than SIGTERM's 0 / SIGINT's 130."""
     problems = []
     if rec["left"]:
         problems.append(f"processes left running: {rec['left']}")
@@ -213,7 +215,10 @@ def check_signal(rec: dict, stop_s: float) -> list[str]:
     # after the sweep's last line the process is exiting (the interpreter's shutdown restores the
     # default handlers): dying of the signal then loses nothing; every record is checked below
     at_exit = rec["rc"] == -getattr(signal, rec["sig"]) and str(rec.get("line", "")).startswith("compare:")
-    if isinstance(rec["rc"], int) and rec["rc"] != want and not died_of_sigint and not at_exit:
+    wrong_exit = isinstance(rec["rc"], int) and rec["rc"] != want and not died_of_sigint and not at_exit
+    if wrong_exit and not exit_codes:
+        print(f"    note: exit {rec['rc']} (expected {want}; not checked: --exit-codes report)")
+    elif wrong_exit:
         problems.append(f"exit {rec['rc']} (expected {want})")  # killed by SIGINT: a shell's 130 too
     if isinstance(rec["rc"], str):
         problems.append(f"still running {stop_s:.0f} s after the signal (then killed)")
@@ -233,6 +238,13 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=None, help="work directory (default: a temporary one, removed)")
     p.add_argument("--strategy", choices=("ddp", "ddp_fork"), default="ddp", help="trainer.strategy (default ddp)")
     p.add_argument("--quick", action="store_true", help="6 signals, 12 steps per job (the test)")
+    p.add_argument(
+        "--exit-codes",
+        choices=("check", "report"),
+        default="check",
+        help="check: a SIGTERM's exit status other than 0 (SIGINT's other than 130) is a violation; "
+        "report: printed only (the known start-up deviations under DDP, docs/runs.md)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.signals, args.max_steps = 6, 12
@@ -258,7 +270,7 @@ def main(argv=None) -> int:
         kind, delay = rng.choice(KINDS), round(rng.uniform(0.0, span), 1)
         rec = run_once(soaked, args.max_steps, log, delay, kind, args.stop_s, args.strategy)
         sig = f"{kind[0]}>{kind[1]}"
-        problems = check_signal(rec, args.stop_s)
+        problems = check_signal(rec, args.stop_s, args.exit_codes == "check")
         records.append(rec)
         stop = "-" if rec["stop_s"] is None else f"{rec['stop_s']:.1f}s"
         what = "sweep had ended" if rec["ended_before"] else f"seed={rec['job']} step {rec['step']}: {rec['line']}"
