@@ -75,3 +75,26 @@ def test_rerun_of_a_finished_run_keeps_its_last_validation(tmp_path):
     assert not (run_dir / "metrics.dropped.csv").exists()
     assert (run_dir / "metrics.csv").read_text() == rows
     assert json.loads((run_dir / "results.json").read_text())["val/loss"] == val
+
+
+def test_a_ddp_child_only_records_an_early_sigterm(monkeypatch):
+    """A DDP child that got SIGTERM before training must still join the process group (rank 0
+    waits for it there): its guard records the signal instead of raising; rank 0's raises."""
+    import os
+    import signal
+
+    import pytest
+
+    from ncsn.workflow.entry import Preempted, SigtermGuard
+    from ncsn.workflow.ranks import is_run_dir_writer
+
+    with pytest.raises(Preempted):
+        with SigtermGuard([signal.SIGTERM], raising=True):
+            pass
+    with SigtermGuard([signal.SIGTERM], raising=False) as guard:
+        assert guard.received and guard.was_received()
+        os.kill(os.getpid(), signal.SIGTERM)  # another one during start-up: recorded, not raised
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert not is_run_dir_writer()  # train() gives a child raising=False
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert is_run_dir_writer()
