@@ -18,7 +18,7 @@ import time
 import common
 import torch
 
-from ncsn import speed
+from ncsn.core import speed
 from ncsn.sampling import annealed_langevin
 
 

@@ -1,5 +1,5 @@
 """Training throughput of the paper networks: one optimizer step = forward + backward + Adam update
-of the annealed DSM loss (``ncsn.losses.dsm_loss``), plain baseline vs each speed option, side by
+of the annealed DSM loss (``ncsn.core.losses.dsm_loss``), plain baseline vs each speed option, side by
 side in one process (method: bench/common.py). Prints one JSON line per option.
 
     python bench/bench_train.py --model ncsn --batch 8 --steps 3 --options fused_adam,nnpack
@@ -14,8 +14,8 @@ import time
 import common
 import torch
 
-from ncsn import speed
-from ncsn.losses import dsm_loss
+from ncsn.core import speed
+from ncsn.core.losses import dsm_loss
 
 
 def make_step(fn, net, flags, sigmas, x, device, seed):

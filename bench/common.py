@@ -58,10 +58,10 @@ def malloc_trim() -> bool:
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))  # run from a checkout
 
-from ncsn import speed  # noqa: E402
+from ncsn.core import speed  # noqa: E402
+from ncsn.core.sigmas import make_sigmas  # noqa: E402
 from ncsn.nets.ncsnv2 import NCSNv2  # noqa: E402
 from ncsn.nets.refinenet import CondRefineNetDilated  # noqa: E402
-from ncsn.sigmas import make_sigmas  # noqa: E402
 
 # The paper's CIFAR-10 configurations (conf/experiment/ncsn_cifar10.yaml, ncsnv2_cifar10.yaml).
 MODELS = {

@@ -6,8 +6,8 @@ from conftest import ROOT, TINY_DIGITS
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from ncsn.core.noise_design import gamma_for_overlap, max_pairwise_distance, num_scales_for, step_lr_for
 from ncsn.data.digits import load_digits_arrays
-from ncsn.noise_design import gamma_for_overlap, max_pairwise_distance, num_scales_for, step_lr_for
 from ncsn.workflow.entry import EXIT_OK, run_entry
 from ncsn.workflow.train import train
 

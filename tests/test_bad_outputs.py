@@ -1,5 +1,5 @@
 """Outputs that cannot be written and inputs that are not what they claim to be, through the
-command lines: sample.py, ``python -m ncsn.compare`` and ``python -m ncsn.convert`` refuse a
+command lines: sample.py, ``python -m ncsn.compare`` and ``python -m ncsn.workflow.convert`` refuse a
 read-only or full output directory with one ``error:`` line (exit 2) and leave nothing behind; a
 file of random bytes is "not a checkpoint"; a refused sample.py leaves no run directory.
 
@@ -275,7 +275,7 @@ def test_compare_full_report_directory_one_line_nothing_written(can_fill, fill, 
     assert full_listing(res) == []  # no report, no staging folder, no new report directory
 
 
-# -- python -m ncsn.convert ------------------------------------------------------------------------------
+# -- python -m ncsn.workflow.convert ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ncsnv2_release(tmp_path_factory):
     from test_reference_checkpoints import write_reference
@@ -285,7 +285,7 @@ def ncsnv2_release(tmp_path_factory):
 
 def test_convert_read_only_output_one_line_nothing_written(ncsnv2_release, read_only):
     ckpt, yml = ncsnv2_release
-    res = cli("-m", "ncsn.convert", ckpt, yml, read_only / "out.ckpt", read_only=True)
+    res = cli("-m", "ncsn.workflow.convert", ckpt, yml, read_only / "out.ckpt", read_only=True)
     one_error_line(res, f"OUT.ckpt='{read_only / 'out.ckpt'}'", "Permission denied")
     assert list(read_only.iterdir()) == [] and res.stdout == ""
 
@@ -296,6 +296,6 @@ def test_convert_full_output_one_line_nothing_written(ncsnv2_release, can_fill, 
     mount = tmp_path / "disk"
     mount.mkdir()
     # 64 kB: the start-up probe fits, the 1 MB checkpoint does not
-    res = cli("-m", "ncsn.convert", ckpt, yml, mount / "out.ckpt", full=(mount, "64k", fill))
+    res = cli("-m", "ncsn.workflow.convert", ckpt, yml, mount / "out.ckpt", full=(mount, "64k", fill))
     one_error_line(res, f"{mount / 'out.ckpt'}", "No space left on device")
     assert full_listing(res) == []  # no half-written checkpoint, no temporary file

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from conftest import TINY_DIGITS, run_cli, sweep_job
 
-from ncsn.checks import flatten
 from ncsn.compare import compare, find_jobs, main, plot, plot_nfe, plot_search, varying_keys
 from ncsn.compare.plots import is_search
+from ncsn.core.checks import flatten
 
 
 def _job(root, name, num_scales, seed, results=None, log=None, model="mlp", metrics_rows=None, loss_by_sigma=None):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ncsn.figures import (
+from ncsn.core.figures import (
     labelled_grid,
     save_grid,
     save_inpainting_grid,
@@ -15,11 +15,11 @@ from ncsn.figures import (
     scatter_samples,
     toy_figure,
 )
+from ncsn.core.sigmas import make_sigmas
+from ncsn.core.toy import paper_mixture
 from ncsn.sampling import KINDS, Sampler, annealed_langevin
 from ncsn.sampling.frames import frame_labels
 from ncsn.sampling.toy_panels import toy_panels
-from ncsn.sigmas import make_sigmas
-from ncsn.toy import paper_mixture
 
 
 def open_image(path):

@@ -46,7 +46,7 @@ def test_network_outputs_match_golden(name):
 
 
 def test_sigmas_match_golden():
-    """The levels are computed element by element with Python's math (ncsn.sigmas), so they are the
+    """The levels are computed element by element with Python's math (ncsn.core.sigmas), so they are the
     same float64 numbers on every machine; compared to 2 ulp all the same (a C library may round
     exp differently on another platform). The networks see them cast to float32: equal there."""
     assert SIGMAS.dtype == torch.float64
@@ -55,7 +55,7 @@ def test_sigmas_match_golden():
 
 
 def test_dsm_loss_and_gradient_match_golden():
-    from ncsn.losses import dsm_loss
+    from ncsn.core.losses import dsm_loss
 
     net = _loaded("small_conv")
     g = torch.Generator().manual_seed(3)

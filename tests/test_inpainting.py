@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
+from ncsn.core.sigmas import make_sigmas
+from ncsn.core.toy import paper_mixture
 from ncsn.sampling.inpainting import annealed_langevin_inpaint, apply_mask, load_mask, make_mask, save_mask
-from ncsn.sigmas import make_sigmas
-from ncsn.toy import paper_mixture
 
 SIGMAS = make_sigmas("geometric", 10.0, 0.01, 10)
 

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
+from ncsn.core.sigmas import make_sigmas
+from ncsn.core.toy import paper_mixture
 from ncsn.sampling import Sampler
 from ncsn.sampling.interpolation import SlerpNoise, interpolate, sample_from_seed, slerp, uniform_from_gaussian
 from ncsn.sampling.seeds import SampleNoise
-from ncsn.sigmas import make_sigmas
-from ncsn.toy import paper_mixture
 
 
 def test_slerp_endpoints_are_exact():

@@ -11,8 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 
-from ncsn.noise_design import gamma_for_overlap, num_scales_for, step_lr_for
-from ncsn.sigmas import make_sigmas
+from ncsn.core.noise_design import gamma_for_overlap, num_scales_for, step_lr_for
+from ncsn.core.sigmas import make_sigmas
 from ncsn.workflow import build, train
 from ncsn.workflow.config import ConfigError
 from ncsn.workflow.entry import EXIT_BAD_INPUT, run_entry

@@ -1,12 +1,17 @@
-"""The package's three layers, as tests.
+"""The package's layers, as tests: one folder per layer, imports only point down.
 
-* math (no Lightning, no Hydra): ncsn.sigmas, losses, sampling, toy, noise_design, nets,
-  metrics, figures, speed, checks;
-* training (Lightning, no Hydra): ncsn.training, ncsn.data;
-* workflow (Hydra): ncsn.workflow and the entry points.
+    core      sigmas, DSM loss, noise design, toy mixtures, figures, value checks (plain torch)
+    nets      the score networks
+    sampling  the samplers
+    metrics   FID/KID, bits/dim, score error
+    data      LightningDataModules                                  (Lightning, no Hydra)
+    training  the LightningModule, callbacks, loggers, exact resume (Lightning, no Hydra)
+    compare   the ablation report (reads run directories)
+    workflow  Hydra: config checks, building, the entry points' work
 
-Nothing imports upward, nets know nothing of sampling, training or the workflow, and every
-import inside the package is relative.
+A module may import its own folder and any folder below it, never one above; core, nets,
+sampling and metrics load no Lightning, Hydra or OmegaConf; data and training no Hydra. No module
+sits loose at the package root, and every import inside the package is relative.
 """
 
 from __future__ import annotations
@@ -21,21 +26,9 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src"
 PKG = SRC / "ncsn"
 
-MATH_MODULES = [
-    "ncsn.sigmas",
-    "ncsn.losses",
-    "ncsn.sampling",  # a module or a package: both import by this name
-    "ncsn.toy",
-    "ncsn.noise_design",
-    "ncsn.nets",
-    *sorted(f"ncsn.nets.{m.name}" for m in pkgutil.iter_modules([str(PKG / "nets")])),
-    "ncsn.metrics",
-    *sorted(f"ncsn.metrics.{m.name}" for m in pkgutil.iter_modules([str(PKG / "metrics")])),
-    "ncsn.figures",
-    "ncsn.speed",
-    "ncsn.checks",
-    "ncsn.loss_by_sigma",  # a file format (standard library), shared by training and compare
-]
+LAYERS = ["core", "nets", "sampling", "metrics", "data", "training", "compare", "workflow"]
+MATH_LAYERS = LAYERS[:4]
+MATH_MODULES = [f"ncsn.{layer}.{m.name}" for layer in MATH_LAYERS for m in pkgutil.iter_modules([str(PKG / layer)])]
 FRAMEWORKS = ("lightning", "lightning_fabric", "pytorch_lightning", "hydra", "omegaconf")
 
 
@@ -105,34 +98,38 @@ def _violations(files, forbidden) -> list[str]:
     ]
 
 
-def test_nets_import_nothing_from_sampling_training_or_workflow():
-    files = _py_files("nets")
-    assert len(files) >= 5
-    bad = _violations(files, ("ncsn.sampling", "ncsn.training", "ncsn.workflow", "ncsn.data", *FRAMEWORKS))
+def test_every_module_sits_in_a_layer_folder():
+    loose = sorted(p.name for p in PKG.glob("*.py") if p.name != "__init__.py")
+    assert loose == [], f"modules at the package root (put them in a layer folder): {loose}"
+    folders = sorted(p.name for p in PKG.iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    assert folders == sorted(LAYERS), f"folders that are not layers (add them to LAYERS): {folders}"
+
+
+def _arrows_up(layer: str) -> list[str]:
+    above = tuple(f"ncsn.{x}" for x in LAYERS[LAYERS.index(layer) + 1 :])
+    return _violations(_py_files(layer), above)
+
+
+def test_no_import_points_up_a_layer():
+    bad = [v for layer in LAYERS for v in _arrows_up(layer)]
+    assert bad == [], "imports of a higher layer:\n" + "\n".join(bad)
+
+
+def test_math_layers_import_no_framework_and_data_training_no_hydra():
+    bad = _violations(_py_files(*MATH_LAYERS), FRAMEWORKS)
+    bad += _violations(_py_files("data", "training"), ("hydra", "omegaconf"))
     assert bad == [], "\n".join(bad)
 
 
-def test_training_and_data_layers_know_no_hydra_or_workflow():
-    files = _py_files("training", "data")
-    assert len(files) >= 5
-    bad = _violations(files, ("hydra", "omegaconf", "ncsn.workflow", "ncsn.compare", "ncsn.convert"))
-    assert bad == [], "\n".join(bad)
-
-
-def _math_files() -> list[Path]:
-    files = []
-    for name in MATH_MODULES:
-        path = SRC.joinpath(*name.split("."))
-        files += sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]
-    return sorted(set(files))
-
-
-def test_math_layer_imports_nothing_upward():
-    """Static twin of the subprocess test: no math module imports training, data or workflow."""
-    files = _math_files()
-    assert len(files) >= 15
-    bad = _violations(files, ("ncsn.training", "ncsn.data", "ncsn.workflow", *FRAMEWORKS))
-    assert bad == [], "\n".join(bad)
+def test_the_layer_check_sees_an_arrow_up(tmp_path, monkeypatch):
+    """The check is live: a data module importing training (the old tangle) is reported."""
+    fake = tmp_path / "ncsn"
+    (fake / "data").mkdir(parents=True)
+    (fake / "data" / "base.py").write_text("from ..training.resume import capture_rng_states\n")
+    monkeypatch.setattr(sys.modules[__name__], "PKG", fake)
+    monkeypatch.setattr(sys.modules[__name__], "SRC", tmp_path)
+    found = [v.split("ncsn/", 1)[1] for v in _arrows_up("data")]
+    assert found == ["data/base.py:1: ncsn.training.resume", "data/base.py:1: ncsn.training.resume.capture_rng_states"]
 
 
 def test_imports_inside_the_package_are_relative():
@@ -149,6 +146,6 @@ def test_imports_inside_the_package_are_relative():
 def test_the_static_checks_resolve_relative_imports():
     """The checks above are live: relative imports resolve to the modules they name."""
     seen = {m for _, m in _imports(PKG / "training" / "score_model.py")}
-    assert {"ncsn.losses", "ncsn.speed", "ncsn.training.resume", "lightning"} <= seen
+    assert {"ncsn.core.losses", "ncsn.core.speed", "ncsn.training.resume", "lightning"} <= seen
     seen = {m for _, m in _imports(PKG / "nets" / "refinenet.py")}
     assert {"ncsn.nets.layers", "ncsn.nets.layers.RefineBlock", "torch"} <= seen

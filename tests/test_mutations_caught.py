@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ncsn.compare import compare
-from ncsn.loss_by_sigma import FILENAME, last_loss_by_sigma, write_loss_by_sigma
+from ncsn.core.loss_by_sigma import FILENAME, last_loss_by_sigma, write_loss_by_sigma
 from ncsn.nets.mlp import ConditionalMLP
 from ncsn.sampling import Sampler, noise_grid, predictor_corrector
 from ncsn.sampling.seeds import SampleNoise

@@ -1,4 +1,4 @@
-"""NCSNv2 techniques 1, 2, 4 (ncsn.noise_design) against the paper's CIFAR-10 numbers and brute force."""
+"""NCSNv2 techniques 1, 2, 4 (ncsn.core.noise_design) against the paper's CIFAR-10 numbers and brute force."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ncsn.noise_design import (
+from ncsn.core.noise_design import (
     design_noise,
     gamma_for_overlap,
     langevin_variance_ratio,
@@ -15,7 +15,7 @@ from ncsn.noise_design import (
     overlap_c,
     step_lr_for,
 )
-from ncsn.sigmas import make_sigmas
+from ncsn.core.sigmas import make_sigmas
 
 D_CIFAR = 3 * 32 * 32
 GAMMA_CIFAR = (50.0 / 0.01) ** (1.0 / 231)  # reference config: sigma_1=50, sigma_L=0.01, L=232

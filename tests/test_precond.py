@@ -1,5 +1,5 @@
 """EDM preconditioning as a score network (ncsn.nets.precond), EDM's loss weight and the truncated
-log-normal sigma distribution (ncsn.losses), and the refusal of bad values of their keys."""
+log-normal sigma distribution (ncsn.core.losses), and the refusal of bad values of their keys."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch
 from conftest import ROOT
 from hydra import compose, initialize_config_dir
 
-from ncsn.losses import dsm_loss
+from ncsn.core.losses import dsm_loss
 from ncsn.nets.base import ScoreNet
 from ncsn.nets.precond import EDMPrecond
 from ncsn.nets.small_conv import SmallConvScoreNet

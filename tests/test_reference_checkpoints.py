@@ -409,7 +409,7 @@ def test_reads_the_config_yml_that_ncsnv2_saves_next_to_its_checkpoints(tmp_path
         read_reference_config(tmp_path / "evil.yml")
 
 
-# -- sample.py and python -m ncsn.convert on release files, end to end -----------------------------------
+# -- sample.py and python -m ncsn.workflow.convert on release files, end to end -----------------------------------
 @pytest.fixture(scope="module")
 def tiny_releases(tmp_path_factory):
     root = tmp_path_factory.mktemp("releases")
@@ -489,7 +489,7 @@ def test_sample_modes_run_on_a_release_file(family, mode, extra, files, tiny_rel
 
 @pytest.mark.slow
 def test_convert_command_then_sample_and_bad_files_exit_2(tiny_releases, tmp_path, capsys):
-    from ncsn.convert import main as convert
+    from ncsn.workflow.convert import main as convert
 
     ckpt, yml = tiny_releases["ncsnv2"]
     root = tiny_releases["root"]

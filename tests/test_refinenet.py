@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+from ncsn.core.sigmas import make_sigmas
 from ncsn.nets.layers import ChainedResidualPooling, _mean_pool
 from ncsn.nets.ncsnv2 import NCSNv2, NCSNv2Deeper
 from ncsn.nets.normalization import ConditionalInstanceNorm2dPlus
 from ncsn.nets.refinenet import CondRefineNetDilated
-from ncsn.sigmas import make_sigmas
 
 
 def _num_params(net: nn.Module) -> int:

@@ -1,5 +1,5 @@
 """The sampling package: the refactor kept the annealed sampler, per-sample seeds, and the
-exactness of every sampler kind on the toy mixture with the exact score (ncsn.toy)."""
+exactness of every sampler kind on the toy mixture with the exact score (ncsn.core.toy)."""
 
 import math
 from pathlib import Path
@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ncsn.losses import dsm_loss
+from ncsn.core.losses import dsm_loss
+from ncsn.core.sigmas import make_sigmas
+from ncsn.core.toy import paper_mixture
 from ncsn.nets.mlp import ConditionalMLP
 from ncsn.nets.ncsnv2 import NCSNv2
 from ncsn.nets.small_conv import SmallConvScoreNet
@@ -15,8 +17,6 @@ from ncsn.sampling import KINDS, Sampler, annealed_langevin, heun_path, karras_s
 from ncsn.sampling.inpainting import annealed_langevin_inpaint, make_mask
 from ncsn.sampling.interpolation import interpolate, sample_from_seed
 from ncsn.sampling.seeds import SampleNoise, mix64
-from ncsn.sigmas import make_sigmas
-from ncsn.toy import paper_mixture
 
 GOLDEN = Path(__file__).parent / "golden"
 MIX = paper_mixture()

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
+from ncsn.core.sigmas import make_sigmas
+from ncsn.core.toy import GaussianMixture, paper_mixture
 from ncsn.sampling import Sampler, annealed_langevin, langevin
-from ncsn.sigmas import make_sigmas
-from ncsn.toy import GaussianMixture, paper_mixture
 
 
 def test_mixture_score_equals_autograd_of_log_density():
@@ -119,7 +119,7 @@ def test_compiled_sampler_compiles_once_and_draws_what_the_eager_one_draws():
 def test_learned_mlp_recovers_mixture_weights_with_annealed_langevin():
     """The MLP trained briefly with the DSM loss (the toy_gmm recipe: batch 512, Adam 1e-3,
     3,000 steps, EMA 0.999), sampled with annealed Langevin: weights within 0.05 of 0.2/0.8."""
-    from ncsn.losses import dsm_loss
+    from ncsn.core.losses import dsm_loss
     from ncsn.nets.mlp import ConditionalMLP
 
     torch.manual_seed(0)

@@ -11,8 +11,8 @@ import torch
 from conftest import TINY_DIGITS, run_cli
 from omegaconf import OmegaConf
 
+from ncsn.core.losses import dsm_loss
 from ncsn.data.digits import DigitsDataModule
-from ncsn.losses import dsm_loss
 from ncsn.metrics.score_error import (
     fair_sigma,
     nearest_distance,

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from ncsn.losses import dsm_loss, per_level_mean
-from ncsn.sigmas import make_sigmas
+from ncsn.core.losses import dsm_loss, per_level_mean
+from ncsn.core.sigmas import make_sigmas
 
 
 def test_geometric_sigmas_values_order_and_dtype():

@@ -1,4 +1,4 @@
-"""Speed options (ncsn.speed) agree with the plain paths, within the tolerances stated here.
+"""Speed options (ncsn.core.speed) agree with the plain paths, within the tolerances stated here.
 
 Tiny RefineNets (ngf 8, 16x16 images) on the CPU; the CUDA test runs only with a GPU.
 """
@@ -12,12 +12,12 @@ import pytest
 import torch
 from torch import nn
 
-from ncsn import speed
-from ncsn.losses import dsm_loss
+from ncsn.core import speed
+from ncsn.core.losses import dsm_loss
+from ncsn.core.sigmas import make_sigmas
 from ncsn.nets.ncsnv2 import NCSNv2
 from ncsn.nets.refinenet import CondRefineNetDilated
 from ncsn.sampling import Sampler
-from ncsn.sigmas import make_sigmas
 
 # Stated tolerances (relative, ||a - b|| / ||b||), a few times the error measured on the CPU
 # (AMD EPYC Zen 3) with these nets and batches over seeds 0-2 (the tests use seed 0); each bf16

@@ -8,8 +8,8 @@ import pytest
 import torch
 from conftest import TINY_DIGITS, run_cli
 
-from ncsn.losses import LevelLoss, dsm_loss
-from ncsn.sigmas import make_sigmas
+from ncsn.core.losses import LevelLoss, dsm_loss
+from ncsn.core.sigmas import make_sigmas
 
 
 def run_levels(acc: LevelLoss, batches, score_fn, sigmas, seed=0):

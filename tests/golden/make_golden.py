@@ -23,11 +23,11 @@ SAMPLER_OUT = Path(__file__).with_name("sampler_refactor.pt")
 
 def build_nets():
     """(name, constructor) of each network at small width; the same calls must still work."""
+    from ncsn.core.sigmas import make_sigmas
     from ncsn.nets.mlp import ConditionalMLP
     from ncsn.nets.ncsnv2 import NCSNv2, NCSNv2Deeper
     from ncsn.nets.refinenet import CondRefineNetDilated
     from ncsn.nets.small_conv import SmallConvScoreNet
-    from ncsn.sigmas import make_sigmas
 
     sigmas = make_sigmas("geometric", 1.0, 0.01, 5)
     return sigmas, {
@@ -56,7 +56,7 @@ def fill_weights(net: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
 
 
 def compute() -> dict:
-    from ncsn.losses import dsm_loss
+    from ncsn.core.losses import dsm_loss
     from ncsn.sampling import annealed_langevin
 
     torch.manual_seed(0)

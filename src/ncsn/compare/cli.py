@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..checks import cannot_write, unwritable
+from ..core.checks import cannot_write, unwritable
 from .analysis import IGNORE, compare
 from .report import write_report
 

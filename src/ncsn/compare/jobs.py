@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from ..checks import flatten
+from ..core.checks import flatten
 
 
 @dataclass

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..loss_by_sigma import last_loss_by_sigma
+from ..core.loss_by_sigma import last_loss_by_sigma
 from .analysis import Comparison, _stats, value_order
 from .jobs import _num
 
@@ -242,7 +242,7 @@ def plot_loss_by_sigma(c: Comparison, path: Path) -> bool:
         curves.append((label, sig, [s[0] for s in stats], errors))
     if not curves:
         return False
-    from ..figures import save_loss_by_sigma
+    from ..core.figures import save_loss_by_sigma
 
     save_loss_by_sigma(curves, path, title="validation DSM loss per noise level, last validation of each run")
     return True

@@ -13,7 +13,6 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..training.resume import resume_position
 from .transforms import random_hflip, uniform_dequantize
 
 
@@ -151,7 +150,7 @@ def train_loader(dm, dataset, drop_last: bool, keyed: bool = False) -> DataLoade
     """The training DataLoader of a data module (``batch_size`` per rank, ``num_workers``,
     ``shuffle_seed`` and the optional ``pin_memory``/``persistent_workers`` attributes), ordered by
     ``EpochShuffle``. When Lightning restarts from a mid-epoch checkpoint, the batches of that
-    epoch already trained are skipped (``training.resume.resume_position``)."""
+    epoch already trained are skipped (``resume_position``)."""
     workers = getattr(dm, "num_workers", 0)
     trainer = dm.trainer
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
@@ -202,3 +201,15 @@ class DataError(RuntimeError):
             self.worker_traceback = message
             message = message[message.rfind(marker) + len(marker) :].rstrip()
         super().__init__(message)
+
+
+def resume_position(trainer, batch_size: int) -> tuple[int, int] | None:
+    """(epoch, examples this rank already trained in it) when ``trainer`` is restarting from a
+    mid-epoch checkpoint, else None. Reads Lightning's restored ``batch_progress`` (made consistent
+    for the checkpoint that ``max_steps`` leaves by ``resume_where_fit_stopped``)."""
+    if trainer is None or not trainer.fit_loop.restarting:
+        return None
+    progress = trainer.fit_loop.epoch_loop.batch_progress
+    if progress.current.ready:  # also after the last batch (rebuild_loop_state): the epoch has none left
+        return trainer.current_epoch, progress.current.ready * batch_size
+    return None

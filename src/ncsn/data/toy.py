@@ -6,7 +6,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from ..toy import GaussianMixture, paper_mixture
+from ..core.toy import GaussianMixture, paper_mixture
 from .base import fixed_generator, train_loader
 
 

@@ -18,7 +18,7 @@ training images. ``smoothed_score`` computes it in float64 over chunks of X with
 ``score_error_by_sigma`` evaluates, for each sigma and on the SAME perturbed held-out points
 x~ = y + sigma z (y from the held-out images, z ~ N(0, I) from one fixed generator):
 
-* ``loss``: the network's DSM loss in this repository's weighting (``ncsn.losses.dsm_loss``,
+* ``loss``: the network's DSM loss in this repository's weighting (``ncsn.core.losses.dsm_loss``,
   lambda(sigma) = sigma^p, p = ``anneal_power``, 2 in the papers):
   l = 1/2 sigma^p ||s_theta(x~, sigma) + z / sigma||^2 (summed over dimensions, mean over points);
 * ``floor``: the same loss of the exact smoothed-training-set score on the same points,
@@ -139,7 +139,7 @@ def score_error_by_sigma(
     the paired difference loss - floor). ``score_at(x~, k)`` is the network at ``sigmas[k]``.
 
     For each sigma in order, each batch of ``held_out`` (``batch_size`` images) and each of the
-    ``n_noise`` draws, z is drawn as ``ncsn.losses.dsm_loss`` draws it (``torch.randn`` of the
+    ``n_noise`` draws, z is drawn as ``ncsn.core.losses.dsm_loss`` draws it (``torch.randn`` of the
     batch's shape, dtype and device, from ``generator``) and x~ = y + sigma z in the held-out
     images' dtype: the network's ``loss`` is the repository's DSM loss of those draws. The
     reference is evaluated in float64 at the same x~."""

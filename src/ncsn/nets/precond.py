@@ -27,7 +27,7 @@ Loss weight. With x~ = x + sigma z the DSM residual of this score is
 
     s(x~, sigma) + z / sigma = (D(x~; sigma) - x~) / sigma^2 + (x~ - x) / sigma^2 = (D(x~; sigma) - x) / sigma^2,
 
-so this repository's DSM term 1/2 lambda(sigma) ||s + z / sigma||^2 (``ncsn.losses.dsm_loss``) is
+so this repository's DSM term 1/2 lambda(sigma) ||s + z / sigma||^2 (``ncsn.core.losses.dsm_loss``) is
 lambda(sigma) / (2 sigma^4) ||D - x||^2. EDM's loss is lambda_EDM ||D - x||^2 with
 lambda_EDM = 1 / c_out^2 = (sigma^2 + sigma_data^2) / (sigma^2 sigma_data^2), which in F terms is
 ||F - F_target||^2 with unit weight at every sigma (D - x = c_out (F - F_target)). The papers'
@@ -35,7 +35,7 @@ lambda(sigma) = sigma^2 gives 1 / (2 sigma^2) ||D - x||^2 = c_out^2 / (2 sigma^2
 i.e. EDM's weight times c_out^2 / (2 sigma^2) = sigma_data^2 / (2 (sigma^2 + sigma_data^2)): the
 same up to a constant for sigma << sigma_data, but down-weighting the large sigmas by
 sigma_data^2 / sigma^2. EDM's weight in score terms is therefore
-lambda(sigma) = 2 sigma^4 / c_out^2 = 2 sigma^2 (1 + sigma^2 / sigma_data^2); ``ncsn.losses.dsm_loss``
+lambda(sigma) = 2 sigma^4 / c_out^2 = 2 sigma^2 (1 + sigma^2 / sigma_data^2); ``ncsn.core.losses.dsm_loss``
 applies it without the constant 2 when given ``sigma_data`` (``loss.weighting=edm``).
 
 Plain torch.
@@ -46,7 +46,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..checks import is_number
+from ..core.checks import is_number
 from .base import ScoreNet
 
 PRECONDS = ("none", "edm")

@@ -12,7 +12,7 @@ function ``score(x, cond)`` (cond: level indices, or sigmas for sigma-continuous
     frames.py        what each kept frame of a run shows (mode=progression's labels)
     toy_panels.py    the samples and score fields of NCSN Fig. 3 (drawn by ``figures.toy_figure``)
 
-Nothing here knows about Lightning or Hydra. Noise levels follow ``ncsn.sigmas``: index 0 =
+Nothing here knows about Lightning or Hydra. Noise levels follow ``ncsn.core.sigmas``: index 0 =
 largest sigma.
 """
 

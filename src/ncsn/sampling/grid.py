@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from ..sigmas import geometric_sigmas
+from ..core.sigmas import geometric_sigmas
 
 
 class NoiseGrid(NamedTuple):

@@ -3,7 +3,7 @@
 Plain Langevin, inpainting (NCSN Algorithm 2) and interpolation (NCSNv2) are this loop with
 another schedule, hooks or noise source. Nothing here knows about Lightning or Hydra: the score
 function ``score(x, level_index)`` and the noise are arguments, so a run is reproducible and
-testable with an exact score. Noise levels follow ``ncsn.sigmas``: index 0 = largest sigma.
+testable with an exact score. Noise levels follow ``ncsn.core.sigmas``: index 0 = largest sigma.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import is_int, is_number
-from ..speed import maybe_compile, score_autocast
+from ..core.checks import is_int, is_number
+from ..core.speed import maybe_compile, score_autocast
 from .grid import NoiseGrid, noise_grid
 from .kinds import KINDS
 from .langevin import LangevinResult, LoopHooks, ScoreFn

@@ -14,9 +14,9 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ..core.figures import save_loss_by_sigma, save_samples_figure
+from ..core.loss_by_sigma import FILENAME, by_step, read_loss_by_sigma, write_loss_by_sigma
 from ..data.base import train_split
-from ..figures import save_loss_by_sigma, save_samples_figure
-from ..loss_by_sigma import FILENAME, by_step, read_loss_by_sigma, write_loss_by_sigma
 from ..sampling import Sampler, dataset_mean
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,10 @@ A resumed run must train on the same batches, with the same random draws, as a s
   from which the fit loop's state is rebuilt as a straight run has it (any checkpoint of any
   process, including one that was itself resumed);
 * ``resume_where_fit_stopped``: repairs the loop state Lightning 2.6 writes when ``max_steps`` ends
-  ``fit`` (called from ``ScoreModel.on_load_checkpoint``, before Lightning restores its loops);
-* ``resume_position``: where in its epoch a restored run stands, so the training sampler
-  (``data.base.EpochShuffle``) skips the batches that epoch already trained.
+  ``fit`` (called from ``ScoreModel.on_load_checkpoint``, before Lightning restores its loops).
+
+Where in its epoch a restored run stands (so the training sampler skips the batches that epoch
+already trained) is read by the data layer itself: ``data.base.resume_position``.
 
 Training augmentation is keyed by (seed, epoch, index) (``data.base.Augmented``), so it needs no
 state here.
@@ -46,18 +47,6 @@ def restore_rng_states(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def resume_position(trainer, batch_size: int) -> tuple[int, int] | None:
-    """(epoch, examples this rank already trained in it) when ``trainer`` is restarting from a
-    mid-epoch checkpoint, else None. Reads Lightning's restored ``batch_progress`` (made consistent
-    for the checkpoint that ``max_steps`` leaves by ``resume_where_fit_stopped``)."""
-    if trainer is None or not trainer.fit_loop.restarting:
-        return None
-    progress = trainer.fit_loop.epoch_loop.batch_progress
-    if progress.current.ready:  # also after the last batch (rebuild_loop_state): the epoch has none left
-        return trainer.current_epoch, progress.current.ready * batch_size
-    return None
 
 
 def resume_where_fit_stopped(checkpoint: dict) -> None:

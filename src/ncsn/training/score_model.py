@@ -1,7 +1,7 @@
 """The LightningModule: a noise-conditional score network trained with annealed DSM.
 
-Thin glue: the loss is ``ncsn.losses.dsm_loss``, the noise levels are the network's
-``sigmas`` buffer (made once by ``ncsn.sigmas.make_sigmas``), the EMA is torch's
+Thin glue: the loss is ``ncsn.core.losses.dsm_loss``, the noise levels are the network's
+``sigmas`` buffer (made once by ``ncsn.core.sigmas.make_sigmas``), the EMA is torch's
 ``AveragedModel``. Validation and sampling use the EMA weights (``score_net``).
 """
 
@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from ..losses import LevelLoss, dsm_loss
-from ..speed import adam_kwargs, maybe_compile
+from ..core.losses import LevelLoss, dsm_loss
+from ..core.speed import adam_kwargs, maybe_compile
 from .resume import (
     PROGRESS_KEY,
     align_logging_step,
@@ -255,7 +255,7 @@ class ScoreModel(L.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         """Every image of the batch at ``val_levels_per_image`` levels (default: all L levels, so L
-        forward passes per validation image; see ``ncsn.losses.LevelLoss``), in chunks of the batch
+        forward passes per validation image; see ``ncsn.core.losses.LevelLoss``), in chunks of the batch
         size. The noise is drawn from a generator fixed per (batch, rank): the loss is comparable
         across validations."""
         x = batch[0]

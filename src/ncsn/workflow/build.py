@@ -12,8 +12,8 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from ..core.noise_design import design_noise
 from ..nets.precond import PRECONDS, EDMPrecond
-from ..noise_design import design_noise
 from .config import MODEL_WRAPPER_KEYS, ConfigError, validate_sigmas
 from .overrides import REQUESTED, user_set_keys
 from .wandb_run import job_identity, resume_arguments
@@ -160,7 +160,7 @@ def apply_noise_design(cfg: DictConfig, datamodule) -> dict:
     with open_dict(cfg):
         cfg[REQUESTED] = {**(cfg.get(REQUESTED) or {}), "sigmas": requested}  # the node as composed
         cfg.sigmas = {
-            "_target_": "ncsn.sigmas.make_sigmas",
+            "_target_": "ncsn.core.sigmas.make_sigmas",
             "kind": "geometric",
             "sigma_begin": float(design["sigma_begin"]),
             "sigma_end": float(auto.sigma_end),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ..checks import flatten, is_int, is_number
+from ..core.checks import flatten, is_int, is_number
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ..checks import unwritable
+from ..core.checks import unwritable
 from ..training.score_model import NonFiniteLossError
 from .config import ConfigError
 

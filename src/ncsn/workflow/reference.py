@@ -4,7 +4,7 @@
 -> the dict a ``train.py`` checkpoint holds (``state_dict`` with ``net.*`` and, when the file has
 an EMA shadow, ``ema.module.*``; ``hyper_parameters.config`` = a full training config of this
 repository composed from the matching paper experiment plus every value the .yml sets). sample.py
-calls it in memory (``reference=``); ``python -m ncsn.convert`` writes it to a file.
+calls it in memory (``reference=``); ``python -m ncsn.workflow.convert`` writes it to a file.
 
 ``checkpoint_to_reference``: the other way, a list the original code ``torch.load``s plus its .yml.
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from ..checks import is_int, is_number
+from ..core.checks import is_int, is_number
 from ..nets.reference import ReferenceFormatError, ReferenceStates, read_states
 from .checkpoints import load_weights_only
 from .config import CONF_DIR, ConfigError, validate_train

@@ -13,8 +13,8 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from ..checks import cannot_write, unwritable
-from ..speed import NNPACKConv2d, nnpack_convs
+from ..core.checks import cannot_write, unwritable
+from ..core.speed import NNPACKConv2d, nnpack_convs
 from .build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data
 from .checkpoints import check_architecture, load_checkpoint, net_state_dict
 from .config import CONF_DIR, ConfigError, atomic_write_text, validate_sample, validate_sigmas, write_hydra_record

@@ -21,8 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from ..data.base import train_split
-from ..figures import (
+from ..core.figures import (
     save_inpainting_grid,
     save_interpolation_grid,
     save_loss_by_sigma,
@@ -30,6 +29,7 @@ from ..figures import (
     save_samples_figure,
     toy_figure,
 )
+from ..data.base import train_split
 from ..metrics.likelihood import check_continuous, heldout_bpd
 from ..metrics.score_error import csv_text, fair_sigma, score_error_by_sigma
 from ..sampling import KINDS, Sampler, dataset_mean

@@ -169,7 +169,7 @@ def skip_differences(old: dict, new: dict, exclude=()) -> list[str]:
     """The keys that keep a finished job from being skipped: those the resume check
     ``config.config_differences`` compares, plus the training length, less the keys that do not
     change what is trained (``exclude``)."""
-    from ..checks import flatten
+    from ..core.checks import flatten
     from .config import config_differences
 
     a, b = flatten(old), flatten(new)

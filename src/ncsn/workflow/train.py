@@ -20,11 +20,11 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from ..core.figures import save_samples_figure, toy_figure
+from ..core.speed import to_channels_last
 from ..data.base import DataError, train_split
-from ..figures import save_samples_figure, toy_figure
 from ..sampling import dataset_mean
 from ..sampling.toy_panels import toy_panels
-from ..speed import to_channels_last
 from ..training.checkpoint_io import AtomicCheckpointIO
 from ..training.loggers import NcsnWandbLogger, log_run_end, trim_metrics
 from ..training.resume import PROGRESS_KEY
@@ -263,7 +263,7 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer, guard: Sigterm
     guard.phase("training", raising=False)  # Lightning stops fit after the batch (PreemptionCheckpoint)
     try:
         with warnings.catch_warnings():
-            # our training loaders resume mid-epoch exactly (training.resume.resume_position);
+            # our training loaders resume mid-epoch exactly (data.base.resume_position);
             # Lightning's warning that they cannot is about loaders without that
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
             trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt_path, weights_only=True)

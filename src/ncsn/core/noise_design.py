@@ -2,7 +2,7 @@
 
 Song & Ermon 2020, "Improved Techniques for Training Score-Based Generative Models"
 (arXiv 2006.09011), Sec. 3 and 4. Noise levels are geometric, sigma_1 > ... > sigma_L (see
-``ncsn.sigmas``: index 0 holds sigma_1, the largest), with ratio gamma = sigma_{i-1} / sigma_i.
+``ncsn.core.sigmas``: index 0 holds sigma_1, the largest), with ratio gamma = sigma_{i-1} / sigma_i.
 
 Technique 1 (initial noise scale): sigma_1 = the maximum Euclidean distance between any two
     training points, so that Langevin dynamics started at the largest level can reach every mode.

@@ -1,12 +1,13 @@
 """Convert the authors' NCSN / NCSNv2 checkpoints into checkpoints of this repository, and back.
 
-    python -m ncsn.convert REFERENCE_CKPT REFERENCE_YML OUT.ckpt [key=value ...]
-        e.g. python -m ncsn.convert exp/logs/cifar10/checkpoint_300000.pth configs/cifar10.yml ncsnv2_cifar10.ckpt
+    python -m ncsn.workflow.convert REFERENCE_CKPT REFERENCE_YML OUT.ckpt [key=value ...]
+        e.g. python -m ncsn.workflow.convert exp/logs/cifar10/checkpoint_300000.pth configs/cifar10.yml \
+             ncsnv2_cifar10.ckpt
         OUT.ckpt holds the weights (the EMA copy too, when the file has one) and a full training config
         of this repository, so every later command needs only ``ckpt_path=OUT.ckpt``. The key=value
         arguments override that config (Hydra syntax), e.g. fid.stats_path=... or paths.data_dir=...
 
-    python -m ncsn.convert --to-reference OURS.ckpt OUT.pth [OUT.yml]
+    python -m ncsn.workflow.convert --to-reference OURS.ckpt OUT.pth [OUT.yml]
         a checkpoint of this repository (NCSN or NCSNv2 network) -> the list the original code
         torch.loads, and the .yml to run it with (default: OUT.pth with the suffix .yml).
 
@@ -24,12 +25,12 @@ from pathlib import Path
 
 import torch
 
-from .checks import cannot_write, unwritable
-from .workflow.config import ConfigError
+from ..core.checks import cannot_write, unwritable
+from .config import ConfigError
 
 
 def _to_ours(ref_ckpt: str, ref_yml: str, out: str, overrides: list[str]) -> str:
-    from .workflow.reference import describe, reference_to_checkpoint
+    from .reference import describe, reference_to_checkpoint
 
     bad = [o for o in overrides if "=" not in o and not o.startswith("~")]
     if bad:
@@ -45,8 +46,8 @@ def _to_ours(ref_ckpt: str, ref_yml: str, out: str, overrides: list[str]) -> str
 
 
 def _to_reference(ours: str, out: str, out_yml: str | None) -> str:
-    from .workflow.checkpoints import load_checkpoint
-    from .workflow.reference import checkpoint_to_reference, reference_yml_text
+    from .checkpoints import load_checkpoint
+    from .reference import checkpoint_to_reference, reference_yml_text
 
     out_path = Path(out)
     yml_path = Path(out_yml) if out_yml else out_path.with_suffix(".yml")
@@ -100,7 +101,7 @@ def _write_all(writers: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ncsn.convert",
+        prog="python -m ncsn.workflow.convert",
         description="Official NCSN/NCSNv2 checkpoints <-> checkpoints of this repository.",
     )
     parser.add_argument("--to-reference", action="store_true", help="this repository's .ckpt -> the reference's .pth")
@@ -113,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
             message = _to_reference(*args.paths[:2], args.paths[2] if len(args.paths) == 3 else None)
         else:
             if len(args.paths) < 3:
-                raise ConfigError("usage: python -m ncsn.convert REFERENCE_CKPT REFERENCE_YML OUT.ckpt [key=value ...]")
+                raise ConfigError(
+                    "usage: python -m ncsn.workflow.convert REFERENCE_CKPT REFERENCE_YML OUT.ckpt [key=value ...]"
+                )
             message = _to_ours(*args.paths[:3], list(args.paths[3:]))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
