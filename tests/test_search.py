@@ -131,3 +131,16 @@ def test_search_prunes_a_trial_and_resumes_after_a_kill(tmp_path):
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_value"] == pytest.approx(min(values.values()))
     assert best["trials"]["pruned"] == sum(s == TrialState.PRUNED for s in states.values())
+
+
+def test_the_optuna_sweeper_is_recognised_by_its_target():
+    """run_summary tells an Optuna job (which reports its objective) from other sweeps by the
+    sweeper's exact ``_target_``: the one conf/hydra/sweeper/ncsn_optuna.yaml names and that imports."""
+    import importlib
+
+    from ncsn.workflow.run_summary import OPTUNA_SWEEPER
+
+    conf = yaml.safe_load((ROOT / "conf" / "hydra" / "sweeper" / "ncsn_optuna.yaml").read_text())
+    assert conf["_target_"] == OPTUNA_SWEEPER
+    module, name = OPTUNA_SWEEPER.rsplit(".", 1)
+    assert hasattr(importlib.import_module(module), name)

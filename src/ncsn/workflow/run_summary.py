@@ -32,12 +32,14 @@ def best_metric(metrics_csv: str | Path, key: str = "fid") -> dict:
     return {} if best is None else {f"{key}/best": best[0], f"{key}/best_step": best[1]}
 
 
+OPTUNA_SWEEPER = "hydra_plugins.ncsn_optuna.NcsnOptunaSweeper"  # conf/hydra/sweeper/ncsn_optuna.yaml
+
+
 def in_optuna_sweep() -> bool:
     """True inside a job launched by the Optuna sweeper (``hydra/sweeper=ncsn_optuna``)."""
     if not HydraConfig.initialized():
         return False
-    target = str(HydraConfig.get().sweeper.get("_target_", ""))
-    return "optuna" in target.lower()
+    return str(HydraConfig.get().sweeper.get("_target_", "")) == OPTUNA_SWEEPER
 
 
 def in_sweep() -> bool:
