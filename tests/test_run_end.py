@@ -306,3 +306,29 @@ def test_wandb_online_without_credentials_or_server_is_refused(tmp_path, monkeyp
     with pytest.raises(ValueError, match=r"logger.wandb.mode=online: the W&B server http://127.0.0.1:\d+ cannot be"):
         make_wandb_logger(mode="online", **common)
     assert not (tmp_path / "w").exists()
+
+
+def test_summary_lines_name_each_fact_once(tmp_path):
+    """The end-of-run lines, as a pure function of results.json and the run directory."""
+    from ncsn.workflow.run_summary import summary_lines
+
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "final.png").write_bytes(b"")
+    (tmp_path / "samples" / "epoch0001.png").write_bytes(b"")
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (tmp_path / "metrics.csv").write_text("")
+    res = {"status": "finished", "global_step": 30, "epoch": 2, "fid/best": 31.44, "fid/best_step": 20, "fid": 33.0}
+    lines = summary_lines("train.py", tmp_path, {**res, "fid/denoised": 9.0, "val/loss": 0.5})
+    body = {line.split("  ", 1)[0].strip(): line.split("  ", 1)[1].strip() for line in lines[1:]}
+    assert lines[0].startswith("── train.py finished ")
+    assert body["status"] == "finished (global step 30, epoch 2)"
+    assert body["FID"] == "best 31.44 at step 20, final 33"  # denoised variants: sample.py only
+    assert body["val/loss"] == "0.5" and body["metrics.csv"].endswith("metrics.csv")
+    assert body["samples"].endswith("(final.png, 1 grid)") and body["checkpoints"].endswith("(last.ckpt, 1 file)")
+    lines = summary_lines("sample.py", tmp_path, {"fid": 5.0, "fid/denoised": 4.0, "mode": "fid"})
+    body = {line.split("  ", 1)[0].strip(): line.split("  ", 1)[1].strip() for line in lines[1:]}
+    assert body["FID"] == "final 5, denoised 4" and body["mode"] == "fid" and body["files"] == "metrics.csv"
+    assert "samples" not in body and summary_lines("train.py", tmp_path, {"status": "skipped"}) == [
+        f"── train.py finished, skipped: {tmp_path.resolve()}"
+    ]

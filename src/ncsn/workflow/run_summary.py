@@ -69,53 +69,56 @@ def _files(directory: Path, pattern: str) -> list[str]:
     return sorted(p.name for p in directory.glob(pattern)) if directory.is_dir() else []
 
 
+def _fid_row(script: str, results: dict) -> str | None:
+    """'best 31.4 at step 3000, final 33.0' (and sample.py's denoised / no_denoise variants)."""
+    parts = []
+    if "fid/best" in results:
+        parts.append(f"best {_fmt(results['fid/best'])} at step {results.get('fid/best_step', '?')}")
+    if "fid" in results:
+        parts.append(f"final {_fmt(results['fid'])}")
+    if script == "sample.py":
+        parts += [f"{k.split('/')[1]} {_fmt(results[k])}" for k in ("fid/denoised", "fid/no_denoise") if k in results]
+    return ", ".join(parts) or None
+
+
+def _train_file_rows(run_dir: Path) -> list[tuple[str, str]]:
+    """train.py's files: the sample grids, the checkpoints, metrics.csv and results.json."""
+    rows = []
+    samples, ckpts = run_dir / "samples", run_dir / "checkpoints"
+    if samples.is_dir():
+        grids = _files(samples, "epoch*.png")
+        extra = [n for n in ("final.png", "toy_figure.png") if (samples / n).is_file()]
+        rows.append(("samples", f"{samples}  ({', '.join(extra + [plural(len(grids), 'grid')])})"))
+    if ckpts.is_dir():
+        names = _files(ckpts, "*.ckpt")
+        shown = [n for n in ("last.ckpt", "best.ckpt") if n in names]
+        rows.append(("checkpoints", f"{ckpts}  ({', '.join(shown + [plural(len(names), 'file')])})"))
+    rows += [(name, str(run_dir / name)) for name in ("metrics.csv", "results.json") if (run_dir / name).is_file()]
+    return rows
+
+
+def _sample_file_rows(run_dir: Path, results: dict) -> list[tuple[str, str]]:
+    """sample.py's mode and the files it wrote."""
+    files = [p.name for p in sorted(run_dir.iterdir()) if p.is_file()] if run_dir.is_dir() else []
+    mode = [("mode", str(results["mode"]))] if "mode" in results else []
+    return [*mode, ("files", ", ".join(files))]
+
+
 def summary_lines(script: str, run_dir: str | Path, results: dict) -> list[str]:
     """The end-of-run lines of ``train.py`` / ``sample.py`` (plain text, one fact a line)."""
     run_dir = Path(run_dir).resolve()
     status = results.get("status", "finished")
     if status == "skipped":  # a finished job of a re-run sweep (workflow.sweep_jobs): nothing ran
         return [f"── {script} finished, skipped: {run_dir}"]
-    rows = [("run directory", str(run_dir))]
-    where = []
-    if "global_step" in results:
-        where.append(f"global step {results['global_step']}")
-    if "epoch" in results:
-        where.append(f"epoch {results['epoch']}")
-    rows.append(("status", status + (f" ({', '.join(where)})" if where else "")))
-    if "fid/best" in results or "fid" in results:
-        parts = []
-        if "fid/best" in results:
-            parts.append(f"best {_fmt(results['fid/best'])} at step {results.get('fid/best_step', '?')}")
-        if "fid" in results:
-            parts.append(f"final {_fmt(results['fid'])}")
-        for variant in ("fid/denoised", "fid/no_denoise"):
-            if variant in results and script == "sample.py":
-                parts.append(f"{variant.split('/')[1]} {_fmt(results[variant])}")
-        rows.append(("FID", ", ".join(parts)))
-    for key in ("val/loss", "train/loss"):
-        if key in results:
-            rows.append((key, _fmt(results[key])))
-    if "error" in results:
-        rows.append(("error", str(results["error"])))
-    samples = run_dir / "samples"
-    if script == "train.py":
-        if samples.is_dir():
-            grids = _files(samples, "epoch*.png")
-            extra = [n for n in ("final.png", "toy_figure.png") if (samples / n).is_file()]
-            rows.append(("samples", f"{samples}  ({', '.join(extra + [plural(len(grids), 'grid')])})"))
-        ckpts = run_dir / "checkpoints"
-        if ckpts.is_dir():
-            names = _files(ckpts, "*.ckpt")
-            shown = [n for n in ("last.ckpt", "best.ckpt") if n in names]
-            rows.append(("checkpoints", f"{ckpts}  ({', '.join(shown + [plural(len(names), 'file')])})"))
-        for name in ("metrics.csv", "results.json"):
-            if (run_dir / name).is_file():
-                rows.append((name, str(run_dir / name)))
-    else:
-        files = [p.name for p in sorted(run_dir.iterdir()) if p.is_file()] if run_dir.is_dir() else []
-        if "mode" in results:
-            rows.append(("mode", str(results["mode"])))
-        rows.append(("files", ", ".join(files)))
+    where = [
+        f"{name} {results[key]}" for key, name in (("global_step", "global step"), ("epoch", "epoch")) if key in results
+    ]
+    rows = [("run directory", str(run_dir)), ("status", status + (f" ({', '.join(where)})" if where else ""))]
+    fid = _fid_row(script, results)
+    rows += [("FID", fid)] if fid else []
+    rows += [(key, _fmt(results[key])) for key in ("val/loss", "train/loss") if key in results]
+    rows += [("error", str(results["error"]))] if "error" in results else []
+    rows += _train_file_rows(run_dir) if script == "train.py" else _sample_file_rows(run_dir, results)
     width = max(len(k) for k, _ in rows)
     title = f"── {script} {status} "
     return [title + "─" * max(0, 60 - len(title)), *(f"{k:<{width}}  {v}" for k, v in rows)]
