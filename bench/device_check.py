@@ -12,7 +12,7 @@ Phases, in order (the riskiest last):
 
 * ``pytest``: ``pytest -m gpu`` on the test files that mark GPU tests (skipped without CUDA).
 * ``sample``: experiment=ncsnv2_cifar10's network (random weights) and, for each kind, the
-  sampler the config gives with ``sampler.kind=<kind>`` (conf/sampler/<kind>.yaml: NFE per
+  sampler sample.py gives with ``sampler=<kind>`` (conf/sampler/<kind>.yaml: NFE per
   sample from its settings on the 232 levels). Each kind is timed on the last ``--sample-levels``
   levels (the smallest sigmas: step sizes as in the full run), one batch of ``--sample-batch``
   after one untimed network call, as seconds per network evaluation; images/s = batch / (s/eval x
@@ -45,7 +45,7 @@ import common  # puts src/ on sys.path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-KIND_ORDER = ("annealed", "langevin", "cas", "pc", "ode")
+KIND_ORDER = ("annealed", "langevin", "cas", "pc", "ode", "euler")
 VARIANTS = {"eager fp32": ("32-true", False), "bf16-mixed": ("bf16-mixed", False), "bf16+compile": ("bf16-mixed", True)}
 FID_N = 50_000
 PHASE_SHARE = {"pytest": 0.25, "sample": 0.2}  # of --budget-s at most; train gets what is left
@@ -75,17 +75,15 @@ def emit(record: dict) -> None:
 
 # -- phase: sampling throughput per kind -----------------------------------------------------
 def phase_sample(args) -> None:
-    from omegaconf import OmegaConf
-
     from ncsn.workflow.build import build_net, build_sampler, build_sigmas
-    from ncsn.workflow.sample import merged_sampler_cfg
+    from ncsn.workflow.sample import sampler_cfg_for
 
     device = torch.device(args.device)
     cfg = compose_cfg(args, Path(tempfile.gettempdir()) / "device_check_sample")  # composed only: nothing is written
     sigmas = build_sigmas(cfg)
     torch.manual_seed(args.seed)
     net = build_net(cfg.model, sigmas).to(device).eval()
-    short = sigmas[-args.sample_levels :].to(device)  # the smallest: CAS's eta = step_lr / sigma_L^2 as set
+    short = sigmas[-args.sample_levels :].to(device)  # the smallest: step sizes as in the full run
     with torch.no_grad():  # cuDNN/allocator warm-up outside the timing
         net(
             torch.rand(args.sample_batch, 3, 32, 32, device=device),
@@ -93,18 +91,19 @@ def phase_sample(args) -> None:
         )
     end = time.perf_counter() + args.soft_s
     for kind in KIND_ORDER:
-        over = {"kind": kind, "batch_size": args.sample_batch}
-        nfe = build_sampler(merged_sampler_cfg(cfg, OmegaConf.create(over))).nfe(sigmas, continuous=net.continuous)
-        if args.quick:  # fewer network calls in the timed run; the NFE above is still the settings'
-            over["n_steps_each"] = 1
-        sampler = build_sampler(merged_sampler_cfg(cfg, OmegaConf.create(over)))
+        over = [f"sampler={kind}", f"sampler.batch_size={args.sample_batch}"]
+        sampler = build_sampler(sampler_cfg_for(cfg, over))
+        nfe = sampler.kind.nfe(len(sigmas), sampler.denoise)
+        fewer = {"annealed": ["sampler.n_steps_each=1"], "langevin": [f"sampler.n_steps={args.sample_levels}"]}
+        if args.quick and kind in fewer:  # fewer network calls in the timed run; the NFE above is still the settings'
+            sampler = build_sampler(sampler_cfg_for(cfg, [*over, *fewer[kind]]))
         row = {"kind": kind, "nfe": nfe, "batch": args.sample_batch, "autocast": sampler.autocast}
         if time.perf_counter() > end:
             emit({**row, "skipped": "soft time budget spent"})
             continue
         common.sync(device)
         t0 = time.perf_counter()
-        res = sampler(net, short, (3, 32, 32), args.seed, device, n=args.sample_batch, progress=False)
+        res = sampler.draw(net, short, (3, 32, 32), args.seed, device, n=args.sample_batch, progress=False)
         common.sync(device)
         s_per_eval = (time.perf_counter() - t0) / res.nfe
         rate = args.sample_batch / (s_per_eval * nfe)

@@ -1,12 +1,12 @@
 """FID and wall time against network evaluations (NFE) for each sampler kind, on one checkpoint.
 
 Each row is exactly ``python sample.py ckpt_path=CKPT mode=fid eval.n_samples=N seed=0
-sampler.<key>=<value> ...`` (the same workflow functions: ``load_run``, ``merged_sampler_cfg``,
-``ModeContext``, ``run_fid``), run in one process so that loading the checkpoint and the FID
+[sampler=<kind>] sampler.<key>=<value> ...`` (the same workflow functions: ``load_run``,
+``sampler_cfg_for``, ``ModeContext``, ``run_fid``), run in one process so that loading the checkpoint and the FID
 statistics is paid once. Prints one JSON line per row and writes them to --out.
 
     python bench/sweep_samplers.py --ckpt outputs/.../checkpoints/last.ckpt --n 500 --out sweep.jsonl \
-        --rows "kind=annealed n_steps_each=20" "kind=cas step_lr=5e-5" "kind=ode num_steps=10"
+        --rows "sampler.n_steps_each=20" "sampler=cas sampler.eta=0.5" "sampler=ode sampler.num_steps=10"
     python bench/sweep_samplers.py --plot docs/sampling_fid_nfe.png --inputs a.jsonl b.jsonl
 """
 
@@ -21,7 +21,7 @@ import torch
 from omegaconf import OmegaConf
 
 from ncsn.workflow.build import build_sampler
-from ncsn.workflow.sample import load_run, merged_sampler_cfg
+from ncsn.workflow.sample import load_run, sampler_cfg_for
 from ncsn.workflow.sample_modes import ModeContext, run_fid
 
 
@@ -33,7 +33,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out")
-    ap.add_argument("--rows", nargs="+", help='each: "key=value key=value" (sampler.* keys)')
+    ap.add_argument("--rows", nargs="+", help='each: sample.py overrides, "sampler=<kind> sampler.<key>=<value> ..."')
     args = ap.parse_args()
     if args.plot:
         return plot(args.inputs, args.plot)
@@ -43,14 +43,11 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for row in args.rows:
-        overrides = dict(kv.split("=", 1) for kv in row.split())
-        given = OmegaConf.create({k: _value(v) for k, v in overrides.items()})
-        sampler_cfg = merged_sampler_cfg(train_cfg, given, explicit=set(overrides))  # a row's null is meant
-        sampler = build_sampler(sampler_cfg)
+        sampler = build_sampler(sampler_cfg_for(train_cfg, row.split()))  # as sample.py composes the row
         ctx = ModeContext(cfg, train_cfg, net, datamodule, sampler, out.parent, "cpu")
         start = time.perf_counter()
         res = run_fid(ctx)
-        line = {"row": row, "kind": sampler.kind, "nfe": res["nfe"], "fid": res["fid"], "time_s": res["time_s"]}
+        line = {"row": row, "kind": sampler.name, "nfe": res["nfe"], "fid": res["fid"], "time_s": res["time_s"]}
         line["total_s"] = time.perf_counter() - start
         print(json.dumps(line), flush=True)
         with out.open("a") as f:
@@ -81,18 +78,6 @@ def plot(inputs: list, png: str) -> None:
     fig.tight_layout()
     Path(png).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
-
-
-def _value(v: str):
-    """A command-line value as Hydra reads it, plus exponent floats without a dot (5e-5)."""
-    if v in ("null", "None"):
-        return None
-    for cast in (int, float):
-        try:
-            return cast(v)
-        except ValueError:
-            pass
-    return OmegaConf.create({"v": v}).v
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def test_train_digits_writes_documented_files_then_sample_reloads(tmp_path):
         "fid.classifier_epochs=2",
         f"paths.cache_dir={tmp_path / 'cache'}",
         "eval.n_samples=20",
+        "eval.save_npz=true",
         f"hydra.run.dir={run_dir}",
     )
     assert res.returncode == 0, res.stderr[-3000:]
@@ -27,6 +28,8 @@ def test_train_digits_writes_documented_files_then_sample_reloads(tmp_path):
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()  # lowest FID
     assert (run_dir / "samples" / "final.png").is_file()
+    final = np.load(run_dir / "samples" / "final.npz")["samples"]  # eval.save_npz: the final samples too
+    assert final.shape == (9, 1, 8, 8) and final.min() >= 0 and final.max() <= 1
     assert sorted(p.name for p in (run_dir / "samples").glob("epoch*.png"))  # periodic grids
     header = (run_dir / "metrics.csv").read_text().splitlines()[0].split(",")
     for key in ("train/loss", "val/loss", "fid", "sample/time_s"):
@@ -48,6 +51,7 @@ def test_train_digits_writes_documented_files_then_sample_reloads(tmp_path):
         "sampler.denoise=true",
         "device=cpu",
         "nnpack=true",
+        "seed=42",
         f"hydra.run.dir={out}",
     )
     assert res.returncode == 0, res.stderr[-3000:]
@@ -68,6 +72,7 @@ def test_train_digits_writes_documented_files_then_sample_reloads(tmp_path):
         "sampler.denoise=true",
         "device=cpu",
         "nnpack=false",
+        "seed=42",
         f"hydra.run.dir={plain}",
     )
     assert res.returncode == 0, res.stderr[-3000:]
@@ -75,6 +80,8 @@ def test_train_digits_writes_documented_files_then_sample_reloads(tmp_path):
     plain_samples = np.load(plain / "samples.npz")["samples"]
     assert not np.array_equal(plain_samples, npz["samples"])
     np.testing.assert_allclose(plain_samples, npz["samples"], atol=1e-3)
+    # with the training seed: the final samples (per-sample seeds, any batch size)
+    np.testing.assert_allclose(plain_samples, final[:5], atol=1e-3)
 
 
 @pytest.mark.slow
@@ -94,6 +101,7 @@ def test_train_toy_writes_scatter_and_mode_weights(tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert len(results["toy/mode_weights"]) == 2 and abs(sum(results["toy/mode_weights"]) - 1) < 1e-3
     assert (run_dir / "samples" / "final.png").is_file() and (run_dir / "samples" / "toy_figure.png").is_file()
+    assert not (run_dir / "samples" / "final.npz").exists()  # eval.save_npz=false
 
     out = tmp_path / "s"
     res = run_cli(

@@ -338,7 +338,7 @@ def test_readme_step_size_sweep_gives_fid_per_step_size(digits_sweep, tmp_path):
 
 @pytest.mark.slow
 def test_real_sampler_kind_sweep_compared_by_kind(digits_sweep, tmp_path):
-    """sample.py -m ... sampler.kind=annealed,pc mode=fid: the setting is the kind alone (not the
+    """sample.py -m ... sampler=annealed,pc mode=fid: the setting is the kind alone (not the
     keys each kind brings), and nfe.png draws one series per kind."""
     ckpt = sweep_job(digits_sweep, "sigmas.num_scales=3", "seed=0") / "checkpoints" / "last.ckpt"
     sweep = tmp_path / "kinds"
@@ -346,7 +346,7 @@ def test_real_sampler_kind_sweep_compared_by_kind(digits_sweep, tmp_path):
         "sample.py",
         "-m",
         f"ckpt_path='{ckpt}'",
-        "sampler.kind=annealed,pc",
+        "sampler=annealed,pc",
         "mode=fid",
         "eval.n_samples=9",
         "device=cpu",
@@ -354,10 +354,10 @@ def test_real_sampler_kind_sweep_compared_by_kind(digits_sweep, tmp_path):
     )
     assert res.returncode == 0, res.stderr[-3000:]
     c = compare(sweep)
-    assert c.varying == ["sampler.kind"] and c.metric == "fid" and not c.unfinished
+    assert c.varying == ["sampler"] and c.metric == "fid" and not c.unfinished
     series = plot_nfe(c, tmp_path / "nfe.png")
     nfe = {j.config["sampler.kind"]: j.results["nfe"] for j in c.jobs}
-    fid = {g.settings["sampler.kind"]: g.stats["fid"][0] for g in c.groups}
+    fid = {g.settings["sampler"]: g.stats["fid"][0] for g in c.groups}
     assert series == {k: [(float(nfe[k]), fid[k])] for k in nfe}
     assert sorted(series) == ["annealed", "pc"] and nfe["annealed"] != nfe["pc"]
 
@@ -415,8 +415,8 @@ def test_step_size_sweep_sorts_numerically_without_duplicated_columns(tmp_path):
 
 
 def test_kind_sweep_series_per_kind_against_nfe(tmp_path):
-    """sample.py -m sampler.kind=...: kinds are categories (markers, never joined) and nfe.png has
-    one series per kind against NFE, FID and KID panels."""
+    """Sweeps of before (sample.py -m sampler.kind=...): kinds are categories (markers, never joined)
+    and nfe.png has one series per kind against NFE, FID and KID panels."""
     runs = [("annealed", 11, 50.0), ("ode", 35, 40.0), ("pc", 21, 45.0), ("cas", 11, 60.0)]
     for i, (kind, nfe, fid) in enumerate(runs):
         sampler = {"kind": kind, "step_lr": 1e-5 * (i + 1), "rho": None if kind == "annealed" else 7.0}
@@ -503,3 +503,18 @@ def test_significance_in_words_welch_for_seed_groups_and_intervals_for_single_ru
         "step_lr=1e-05 vs step_lr=2e-05: not distinguishable: 95% intervals [25, 35] and [29, 38]"
     )
     assert words[1].startswith("step_lr=1e-05 beats step_lr=5e-05") and "do not overlap" in words[1]
+
+
+def test_a_setting_that_changed_nothing_is_called_identical(tmp_path):
+    """Groups equal seed for seed (a knob the configuration does not use, e.g. L when sigma is
+    drawn continuously and the sampler has its own grid) are named as such, not tested as noise."""
+    from ncsn.compare.significance import significance
+
+    root = tmp_path / "train"
+    per_seed = [43.0, 50.1, 61.2]
+    for L in (3, 10, 30):
+        for seed, fid in enumerate(per_seed):
+            _job(root, f"L{L}-s{seed}", L, seed, {"fid": fid + (0.5 if L == 30 and seed == 2 else 0.0)})
+    words = significance(compare(root))
+    assert words[0].startswith("num_scales=3 vs num_scales=10: identical seed for seed (n=3)")
+    assert "not significant" in words[1] and "identical" not in words[1]  # one seed differs: a real (tiny) change

@@ -140,7 +140,7 @@ def test_digits_fid_decreases_as_the_model_learns(tmp_path):
     scores = []
     for net in (untrained, trained):
         fid.reset()
-        res = sampler(net, net.sigmas, (1, 8, 8), torch.Generator().manual_seed(0), n=300, progress=False)
+        res = sampler.draw(net, net.sigmas, (1, 8, 8), torch.Generator().manual_seed(0), n=300, progress=False)
         fid.update(res.samples.clamp(0, 1))
         scores.append(fid.compute())
     assert scores[1] < 0.7 * scores[0], scores

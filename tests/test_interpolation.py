@@ -7,7 +7,7 @@ import torch
 
 from ncsn.core.sigmas import make_sigmas
 from ncsn.core.toy import paper_mixture
-from ncsn.sampling import Sampler
+from ncsn.sampling import Annealed, Sampler
 from ncsn.sampling.interpolation import SlerpNoise, interpolate, sample_from_seed, slerp, uniform_from_gaussian
 from ncsn.sampling.seeds import SampleNoise
 
@@ -71,13 +71,13 @@ def test_interpolation_endpoints_equal_single_seed_samples():
     mixture = paper_mixture()
     sigmas = make_sigmas("geometric", 20.0, 1.0, 5)
     score = mixture.score_fn(sigmas)
-    s = Sampler(step_lr=0.1, n_steps_each=10, init_low=-8.0, init_high=8.0, denoise=True, n_samples=3)
+    s = Sampler(Annealed(0.1, 10), init_low=-8.0, init_high=8.0, denoise=True, n_samples=3)
     rows = interpolate(s, score, sigmas, (3, 2), 1, 2, n_interp=5, progress=False)
     assert rows.shape == (3, 5, 2)
     a = sample_from_seed(s, score, sigmas, (3, 2), 1, progress=False)
     b = sample_from_seed(s, score, sigmas, (3, 2), 2, progress=False)
     assert torch.equal(rows[:, 0], a) and torch.equal(rows[:, -1], b)
-    assert torch.equal(a, s(score, sigmas, (2,), 1, progress=False).samples)  # = mode=samples with that seed
+    assert torch.equal(a, s.draw(score, sigmas, (2,), 1, progress=False).samples)  # = mode=samples with that seed
     assert not torch.equal(a, b)
     assert torch.isfinite(rows).all()
     # reproducible per seed pair; the middle of a row is neither endpoint
@@ -90,7 +90,7 @@ def test_interpolation_is_continuous_in_t():
     # with a linear score (Gaussian target) the sample is a smooth function of the noise:
     # neighbouring interpolants are closer than the endpoints.
     sigmas = torch.tensor([1.0, 0.5])
-    s = Sampler(step_lr=0.05, n_steps_each=5, denoise=False)
+    s = Sampler(Annealed(0.05, 5), denoise=False)
     rows = interpolate(s, lambda x, i: -x, sigmas, (4, 1, 3, 3), 3, 4, n_interp=9, progress=False)
     steps = (rows[:, 1:] - rows[:, :-1]).flatten(2).norm(dim=-1)
     ends = (rows[:, -1] - rows[:, 0]).flatten(1).norm(dim=-1)

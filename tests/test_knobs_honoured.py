@@ -179,14 +179,14 @@ def test_auto_keeps_an_explicit_step_lr_and_sigma_begin(tmp_path):
 
 @pytest.mark.slow
 def test_num_scales_sweep_under_auto_trains_distinct_schedules(tmp_path):
-    """python train.py -m experiment=digits_fast sigmas.num_scales=3,10: the saved configs and the
-    networks' sigma buffers hold L = 3 and 10 from the same computed sigma_1 (technique 1), each
-    with technique 4's step_lr for its own ratio."""
+    """python train.py -m sigmas=auto sigmas.num_scales=3,10: the saved configs and the networks'
+    sigma buffers hold L = 3 and 10 from the same computed sigma_1 (technique 1), each with
+    technique 4's step_lr (annealed Langevin's) for its own ratio."""
     sweep = tmp_path / "sweep"
     res = run_cli(
         "train.py",
         "-m",
-        "experiment=digits_fast",
+        "sigmas=auto",
         *TINY_DIGITS,
         "trainer.max_steps=2",
         "fid=none",
@@ -218,7 +218,8 @@ def test_one_level_with_a_sampler_grid_is_refused_before_training(tmp_path, caps
     """An honoured L = 1 under experiment=digits_fast (ode on sampler.num_steps=5 sigmas) would fail
     at the first sample, after training: the sampler's grid is checked against the levels first."""
     run_dir = tmp_path / "run"
-    overrides = [*TINY_DIGITS, "experiment=digits_fast", "fid=none", "callbacks.best=null", "sigmas.num_scales=1"]
+    tiny = [o for o in TINY_DIGITS if not o.startswith("sampler.n_steps_each")]  # ode has no steps per level
+    overrides = [*tiny, "experiment=digits_fast", "fid=none", "callbacks.best=null", "sigmas.num_scales=1"]
     with hydra_job([*overrides, f"paths.run_dir={run_dir}"]) as cfg:
         assert run_entry(train.train, cfg) == EXIT_BAD_INPUT
     err = capsys.readouterr().err.strip().splitlines()

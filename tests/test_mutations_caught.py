@@ -24,8 +24,9 @@ from omegaconf import OmegaConf
 from ncsn.compare import compare
 from ncsn.core.loss_by_sigma import FILENAME, last_loss_by_sigma, write_loss_by_sigma
 from ncsn.nets.mlp import ConditionalMLP
-from ncsn.sampling import Sampler, noise_grid, predictor_corrector
+from ncsn.sampling import CAS, ODE, PC, Annealed, Euler, Langevin, Sampler, noise_grid, predictor_corrector
 from ncsn.sampling.seeds import SampleNoise
+from ncsn.training.optimizer import Adam
 from ncsn.training.resume import PROGRESS_KEY, rebuild_loop_state
 from ncsn.training.score_model import ScoreModel
 from ncsn.workflow.build import build_net, build_sigmas
@@ -57,23 +58,25 @@ class Score:
         return (self.mu - x) / sig**2 + self.bend * torch.sin(3.0 * x) / sig
 
 
-# (kind, sigma-continuous network, sampler settings); cas: eta = step_lr / sigma_L^2 = 0.8, valid on both grids
+# (kind, sigma-continuous network, the kind object); cas: eta 0.8, valid on both grids
 CASES = [
-    ("annealed", False, dict(step_lr=2e-5, n_steps_each=2)),
-    ("langevin", False, dict(step_lr=2e-5, n_steps_each=2)),
-    ("cas", False, dict(step_lr=0.8 * SIGMA_MIN**2)),
-    ("cas", True, dict(step_lr=0.8 * SIGMA_MIN**2, num_steps=7)),
-    ("pc", False, dict(n_corrector=1)),
-    ("pc", True, dict(n_corrector=1, num_steps=7)),
-    ("ode", False, dict()),
-    ("ode", True, dict(num_steps=7, rho=7.0)),
+    ("annealed", False, Annealed(step_lr=2e-5, n_steps_each=2)),
+    ("langevin", False, Langevin(step_lr=2e-5, n_steps=20, frame_every=2)),
+    ("cas", False, CAS(eta=0.8)),
+    ("cas", True, CAS(eta=0.8, num_steps=7)),
+    ("pc", False, PC(n_corrector=1)),
+    ("pc", True, PC(n_corrector=1, num_steps=7)),
+    ("ode", False, ODE()),
+    ("ode", True, ODE(num_steps=7, rho=7.0)),
+    ("euler", False, Euler()),
+    ("euler", True, Euler(num_steps=7, rho=7.0)),
 ]
 IDS = [f"{k}-{'sigma' if c else 'levels'}" for k, c, _ in CASES]
 
 
 def _draw(kind, continuous, settings, score):
-    sampler = Sampler(kind=kind, denoise=True, n_samples=6, batch_size=6, **settings)
-    return sampler(score, SIGMAS, SHAPE, seed=3, progress=False)
+    sampler = Sampler(settings, denoise=True, n_samples=6, batch_size=6)
+    return sampler.draw(score, SIGMAS, SHAPE, seed=3, progress=False)
 
 
 @pytest.mark.parametrize("kind, continuous, settings", CASES, ids=IDS)
@@ -82,7 +85,7 @@ def test_denoise_step_is_tweedie_at_sigma_min(kind, continuous, settings):
     returning x instead of the last predictor mean, cas's ignored (or annealed's dropped). The
     result must be x + sigma_min^2 s(x, sigma_min) (NCSNv2's denoising, Tweedie's formula) for the
     iterate x of the last network evaluation, which is ``before_denoise`` for annealed, langevin
-    (which ignored denoise=true before) and ode (cas
+    (which ignored denoise=true before), ode and euler (cas
     and pc report their last plain step there, computed from the same evaluation)."""
     base, calls = Score(mu=0.3, bend=0.05, continuous=continuous), []
 
@@ -95,7 +98,7 @@ def test_denoise_step_is_tweedie_at_sigma_min(kind, continuous, settings):
     x, cond = calls[-1]
     assert (cond == (SIGMA_MIN if continuous else L_LEVELS - 1)).all()
     torch.testing.assert_close(res.samples, x + SIGMA_MIN**2 * base(x, cond), rtol=1e-5, atol=1e-6)
-    if kind in ("annealed", "langevin", "ode"):
+    if kind in ("annealed", "langevin", "ode", "euler"):
         torch.testing.assert_close(res.before_denoise, x, rtol=0, atol=0)
     assert (res.samples - res.before_denoise).abs().max() > 1e-4  # the step did move the samples
 
@@ -329,7 +332,7 @@ def test_progress_record_of_mid_epoch_checkpoints(tmp_path):
     what the straight run's own loop state says, and ``rebuild_loop_state`` writes that back."""
     torch.manual_seed(0)
     net = ConditionalMLP(SIGMAS, dim=2, hidden=8, num_layers=1)
-    model = ScoreModel(net, lr=1e-3, ema_decay=0.9)
+    model = ScoreModel(net, optimizer=Adam(lr=1e-3), ema_decay=0.9)
     data = torch.utils.data.TensorDataset(torch.randn(16, 2))
     loader = torch.utils.data.DataLoader(data, batch_size=4)
     ckpt_cb = L.pytorch.callbacks.ModelCheckpoint(

@@ -8,16 +8,18 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import ROOT, run_cli, sweep_job
 from hydra import compose, initialize_config_dir
 
+import ncsn.core.losses
 import ncsn.training.score_model
 from ncsn.training.checkpoint_io import AtomicCheckpointIO
 from ncsn.training.loggers import LOGGING_STEP_OFFSET as OFF  # a row's step: the global step after its batch
-from ncsn.workflow.entry import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK, run_entry
+from ncsn.workflow.entry import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, run_entry
 from ncsn.workflow.runlock import LOCK_NAME
 from ncsn.workflow.train import train
 
@@ -138,15 +140,15 @@ def test_ddp_failure_on_one_rank_stops_every_rank_and_shows_that_ranks_error(tmp
         textwrap.dedent(f"""
         import os
         import torch
-        import ncsn.training.score_model
-        real, calls = ncsn.training.score_model.dsm_loss, []
+        import ncsn.core.losses
+        real, calls = ncsn.core.losses.dsm_loss, []
         def fail_on_rank_1(*args, **kwargs):
             if os.environ.get("LOCAL_RANK") == "1" and torch.is_grad_enabled():
                 calls.append(1)
                 if len(calls) == 3:
                     raise RuntimeError("rank 1 broke on purpose")
             return real(*args, **kwargs)
-        ncsn.training.score_model.dsm_loss = fail_on_rank_1
+        ncsn.core.losses.dsm_loss = fail_on_rank_1
         exec(compile(open({train_py!r}).read(), {train_py!r}, "exec"), {{"__name__": "__main__"}})
     """)
     )
@@ -193,7 +195,7 @@ def test_run_dir_with_a_different_config_is_refused(tmp_path, capsys):
 
 
 def test_nonfinite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, capsys, monkeypatch):
-    real = ncsn.training.score_model.dsm_loss
+    real = ncsn.core.losses.dsm_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):  # injects NaN into the 11th training batch's loss
@@ -206,7 +208,7 @@ def test_nonfinite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path, c
                 return out._replace(loss=per.mean(), per_example=per)
         return out
 
-    monkeypatch.setattr(ncsn.training.score_model, "dsm_loss", poisoned)
+    monkeypatch.setattr(ncsn.core.losses, "dsm_loss", poisoned)
     run_dir = tmp_path / "run"
     cfg = compose_train(["trainer.max_steps=40", "callbacks.checkpoint.every_n_train_steps=4"], run_dir)
     assert run_entry(train, cfg) == EXIT_DIVERGED
@@ -458,3 +460,85 @@ def test_sigterm_while_fit_starts_stops_at_the_first_batch_with_a_checkpoint(tmp
     assert results["status"] == "preempted" and results["preempted_in"] == "training", results
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the run's handler is gone with it
+
+
+@pytest.mark.slow
+def test_ctrl_c_to_every_process_while_ddp_starts_exits_130_and_leaves_no_process(tmp_path):
+    """strategy=ddp (2 CPU ranks, in a subprocess: Lightning re-runs the command for rank 1).
+    SIGINT to the whole process group while rank 0 waits in the rendezvous and rank 1 is still
+    starting: rank 1 must not die before it joins (rank 0 cannot be interrupted there, and
+    Lightning's observer used to SIGKILL it: exit -9, no record). Exit 130, results.json says
+    interrupted, no process of the group left."""
+    run_dir, log = tmp_path / "run", tmp_path / "out.log"
+    args = [sys.executable, str(ROOT / "train.py"), *TOY, "trainer.max_steps=100000", f"hydra.run.dir={run_dir}"]
+    args += ["trainer.strategy=ddp", "trainer.devices=2", "trainer.accelerator=cpu"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    with open(log, "w") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while "GLOBAL_RANK: 0" not in log.read_text() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert "GLOBAL_RANK: 1" not in log.read_text(), "rank 1 joined before the signal: the moment was missed"
+        os.killpg(proc.pid, signal.SIGINT)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert code == EXIT_INTERRUPTED, log.read_text()[-3000:]
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "interrupted"
+    deadline = time.time() + 30
+    while (left := group_members(proc.pid)) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not left, left
+
+
+def group_members(pgid: int) -> list[int]:
+    """The live (not zombie) processes of process group ``pgid``."""
+    found = []
+    for stat in (p / "stat" for p in Path("/proc").iterdir() if p.name.isdigit()):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.parametrize("rank_0", ["stopping", "waiting"])
+def test_ranks_observer_kills_every_process_unless_rank_0_is_stopping(tmp_path, rank_0):
+    """The observer of the child ranks (``ranks.RanksObserver``): once a child ends with a non-zero
+    status, SIGKILL the other children and rank 0 (which may wait for the dead one in a collective
+    forever), unless rank 0 is stopping by itself (its Ctrl-C handling kills the children; it must
+    live on to record the run)."""
+    script = tmp_path / "rank0.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import subprocess, sys, threading, time
+        from ncsn.workflow.ranks import RanksObserver
+        sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        failing = subprocess.Popen([sys.executable, "-c", "raise SystemExit(1)"])
+        print(sleeper.pid, flush=True)
+        stopping = threading.Event()
+        if {rank_0!r} == "stopping":
+            stopping.set()
+        observer = RanksObserver([sleeper, failing], stopping, period_s=0.05)
+        observer.start()
+        failing.wait()
+        observer.join(timeout=20)
+        sleeper.kill()
+        print("rank 0 recorded the run", flush=True)
+    """)
+    )
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    sleeper = int(res.stdout.split()[0])
+    if rank_0 == "stopping":
+        assert res.returncode == 0 and "rank 0 recorded the run" in res.stdout, res.stderr
+    else:
+        assert res.returncode == -signal.SIGKILL and "recorded" not in res.stdout, res.stderr
+        deadline = time.time() + 10
+        while sleeper in group_members(os.getpgid(0)) and time.time() < deadline:
+            time.sleep(0.1)
+        assert sleeper not in group_members(os.getpgid(0))  # the other child was killed too

@@ -15,6 +15,7 @@ from conftest import TINY_DIGITS, run_cli
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 
 from ncsn.nets.mlp import ConditionalMLP
+from ncsn.training.optimizer import Adam
 from ncsn.training.score_model import EmaUpdate, ScoreModel
 from ncsn.workflow.config import ConfigError, record_run_config
 
@@ -25,7 +26,7 @@ def test_model_with_ema_pickles_and_its_update_is_torchs():
     """ddp_spawn pickles the model: the default EMA must survive that, and update exactly as
     torch's get_ema_multi_avg_fn does (floats via foreach lerp, integers via the formula)."""
     torch.manual_seed(0)
-    model = ScoreModel(ConditionalMLP(SIGMAS, dim=2, hidden=8, num_layers=1), lr=1e-3, ema_decay=0.9)
+    model = ScoreModel(ConditionalMLP(SIGMAS, dim=2, hidden=8, num_layers=1), optimizer=Adam(lr=1e-3), ema_decay=0.9)
     copy = pickle.loads(pickle.dumps(model))
     theirs = model.ema.state_dict()
     assert all(torch.equal(v, theirs[k]) for k, v in copy.ema.state_dict().items()) and len(theirs) > 1

@@ -17,7 +17,7 @@ from conftest import ROOT, run_cli
 from hydra import compose, initialize_config_dir
 from test_resilience import TOY, compose_train, net_weights
 
-import ncsn.training.score_model
+import ncsn.core.losses
 from ncsn.training.loggers import LOGGING_STEP_OFFSET as OFF  # a row's step: the global step after its batch
 from ncsn.workflow.config import ConfigError
 from ncsn.workflow.entry import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_OK, run_entry
@@ -219,7 +219,7 @@ def test_ctrl_c_is_recorded_as_interrupted_exit_130_without_final_samples(tmp_pa
 
 
 def test_skip_past_the_limit_is_diverged_and_an_exploding_loss_warns(tmp_path, monkeypatch, capsys):
-    real = ncsn.training.score_model.dsm_loss
+    real = ncsn.core.losses.dsm_loss
     mode = {"kind": "nan"}
 
     def poisoned(*args, **kwargs):
@@ -233,7 +233,7 @@ def test_skip_past_the_limit_is_diverged_and_an_exploding_loss_warns(tmp_path, m
         scale = 1.0 if poisoned.calls < 4 else 1e5  # finite, five orders of magnitude up
         return out._replace(loss=out.loss * scale, per_example=out.per_example * scale)
 
-    monkeypatch.setattr(ncsn.training.score_model, "dsm_loss", poisoned)
+    monkeypatch.setattr(ncsn.core.losses, "dsm_loss", poisoned)
     skip = tmp_path / "skip"
     cfg = compose_train(["trainer.max_steps=20", "loss.on_nonfinite=skip", "loss.max_skipped=3"], skip)
     assert run_entry(train, cfg) == EXIT_DIVERGED

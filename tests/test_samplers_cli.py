@@ -42,23 +42,22 @@ def _sample(ckpt, out, *overrides, env_extra=None):
 @pytest.mark.parametrize(
     "kind, extra, nfe",
     [
-        ("cas", ["sampler.step_lr=5e-5"], 10),  # one step per level (the denoising step included)
+        ("cas", ["sampler.eta=0.5"], 10),  # one step per level (the denoising step included)
         ("pc", ["sampler.n_corrector=1"], 20),
         ("ode", ["sampler.num_steps=4"], 7),  # 2 (4 - 1) Heun evaluations + the final Euler step
-        ("langevin", [], 21),  # L T steps + the denoising step (the digits sampler denoises)
+        ("euler", ["sampler.num_steps=4"], 4),  # 3 Euler steps + the final one to sigma = 0
+        ("langevin", ["sampler.n_steps=20"], 21),  # 20 steps + the denoising step (the digits sampler denoises)
     ],
 )
 def test_every_kind_through_sample_py(kind, extra, nfe, tiny_ckpt, tmp_path):
-    res = _sample(tiny_ckpt, tmp_path / kind, f"sampler.kind={kind}", "sampler.n_samples=6", *extra)
+    res = _sample(tiny_ckpt, tmp_path / kind, f"sampler={kind}", "sampler.n_samples=6", *extra)
     assert res.returncode == 0, res.stderr[-3000:]
     results = json.loads((tmp_path / kind / "results.json").read_text())
     assert results["nfe"] == nfe and results["n_samples"] == 6
     samples = np.load(tmp_path / kind / "samples.npz")["samples"]
     assert samples.shape == (6, 1, 8, 8) and np.isfinite(samples).all()
     # per-sample seeds: the first samples do not depend on how many are drawn or the batch size
-    res = _sample(
-        tiny_ckpt, tmp_path / "b", f"sampler.kind={kind}", "sampler.n_samples=3", "sampler.batch_size=2", *extra
-    )
+    res = _sample(tiny_ckpt, tmp_path / "b", f"sampler={kind}", "sampler.n_samples=3", "sampler.batch_size=2", *extra)
     assert res.returncode == 0, res.stderr[-3000:]
     again = np.load(tmp_path / "b" / "samples.npz")["samples"]
     np.testing.assert_allclose(again, samples[:3], rtol=1e-5, atol=1e-6)
@@ -67,7 +66,7 @@ def test_every_kind_through_sample_py(kind, extra, nfe, tiny_ckpt, tmp_path):
 @pytest.mark.parametrize("mode", ["progression", "interpolate"])
 def test_modes_honour_the_kind(mode, tiny_ckpt, tmp_path):
     extra = ["progression.n_show=2"] if mode == "progression" else ["interpolate.n_rows=1", "interpolate.n_interp=3"]
-    res = _sample(tiny_ckpt, tmp_path, f"mode={mode}", "sampler.kind=ode", *extra)
+    res = _sample(tiny_ckpt, tmp_path, f"mode={mode}", "sampler=ode", *extra)
     assert res.returncode == 0, res.stderr[-3000:]
     if mode == "progression":  # one frame per Heun step (9 over the 10 levels) + the denoised samples
         assert json.loads((tmp_path / "results.json").read_text())["n_frames"] == 10
@@ -76,19 +75,19 @@ def test_modes_honour_the_kind(mode, tiny_ckpt, tmp_path):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (
-            ["mode=inpaint", "sampler.kind=cas", "sampler.step_lr=5e-5"],
-            "error: sampler.kind='cas' is invalid for mode=inpaint: must be one of ('annealed',)",
+        (["mode=inpaint", "sampler=cas"], "error: sampler=cas is invalid for mode=inpaint: must be sampler=annealed"),
+        (["sampler=ode", "sampler.num_steps=20"], "error: sampler.num_steps=20 is invalid: must be between 2 and 10"),
+        (["sampler=cas", "sampler.eta=0.12"], "error: sampler.eta=0.12 is invalid for kind=cas on this grid"),
+        (["sampler=euler", "sampler.num_steps=1"], "error: sampler.num_steps=1 is invalid: must be null or >= 2"),
+        (  # a key of another kind: refused, never ignored
+            ["sampler=cas", "sampler.step_lr=5e-5"],
+            "error: sampler.step_lr is not a key of ncsn.sampling.CAS (allowed: eta, num_steps, rho)",
         ),
+        (["sampler.num_steps=4"], "error: sampler.num_steps is not a key of ncsn.sampling.Annealed"),
         (
-            ["sampler.kind=ode", "sampler.num_steps=20"],
-            "error: sampler.num_steps=20 is invalid: must be between 2 and 10",
+            ["sampler.kind=ode"],
+            "error: sampler.kind='ode' is invalid: it names the kind's file; choose the kind with sampler=ode",
         ),
-        (
-            ["sampler.kind=cas", "sampler.step_lr=1.2e-5"],
-            "error: sampler.step_lr=1.2e-05 is invalid for kind=cas on this grid",
-        ),
-        (["sampler.kind=annealed", "sampler.num_steps=4"], "error: sampler.num_steps=4 is invalid for kind=annealed"),
     ],
 )
 def test_kinds_a_mode_or_network_cannot_use_are_refused(overrides, message, tiny_ckpt, tmp_path):
@@ -145,7 +144,7 @@ def test_digits_fast_trains_continuous_sigmas_then_samples_between_the_levels(tm
     res = run_cli(
         "train.py",
         "experiment=digits_fast",
-        *TINY_DIGITS,
+        *(o for o in TINY_DIGITS if not o.startswith("sampler.n_steps_each")),  # ode has no steps per level
         "fid=none",
         "callbacks.best=null",
         f"hydra.run.dir={run_dir}",
@@ -161,33 +160,49 @@ def test_digits_fast_trains_continuous_sigmas_then_samples_between_the_levels(tm
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["nfe"] == 2 * (levels + 8 - 1) + 1
     out = tmp_path / "annealed"
-    res = _sample(ckpt, out, "sampler.n_samples=4", "sampler.kind=annealed", "sampler.n_steps_each=2")
+    res = _sample(ckpt, out, "sampler.n_samples=4", "sampler=annealed", "sampler.n_steps_each=2")
     assert res.returncode == 0, res.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["nfe"] == 2 * levels + 1
 
 
-def test_sample_py_kind_change_starts_from_the_new_kinds_settings():
-    """sample.py's null = the training run's value; a new kind first takes its own yaml's
-    settings, so an ode-trained run can be sampled with annealed Langevin (num_steps back to null)
-    and an annealed-trained run gets ode's rho 7 and pc's snr; the training's step_lr etc. stay."""
+def test_sample_py_kind_change_takes_the_kinds_settings_and_keeps_the_shared_ones():
+    """sample.py's null = the training run's value; sampler=<kind> takes that kind's settings from
+    its composed conf/sampler/<kind>.yaml (so an ode-trained run can be sampled with annealed
+    Langevin, and an annealed-trained one gets ode's rho 7), while the training run's shared
+    settings (n_samples, denoise, ...) stay unless the command line sets them."""
+    from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     from ncsn.workflow.build import build_sampler
     from ncsn.workflow.sample import merged_sampler_cfg
 
-    base = OmegaConf.load(ROOT / "conf" / "sampler" / "annealed.yaml")
-    trained_ode = OmegaConf.merge(base, {"kind": "ode", "num_steps": 11, "rho": 7.0, "step_lr": 9.7e-6})
-    cfg = merged_sampler_cfg(OmegaConf.create({"sampler": trained_ode}), OmegaConf.create({"kind": "annealed"}))
-    assert cfg.kind == "annealed" and cfg.num_steps is None and cfg.rho is None and cfg.step_lr == 9.7e-6
-    build_sampler(cfg)  # valid (num_steps=11 was refused for annealed before)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        trained_ode = compose("train", overrides=["sampler=ode", "sampler.num_steps=11", "sampler.n_samples=7"])
+        trained = compose("train", overrides=["sampler.step_lr=9.7e-6", "sampler.n_samples=100"])
+        given = {k: compose("sample", overrides=["ckpt_path=x", f"sampler={k}"]).sampler for k in ("annealed", "ode")}
+    cfg = merged_sampler_cfg(trained_ode, given["annealed"], chosen=True)
+    assert cfg.kind == "annealed" and "num_steps" not in cfg and cfg.step_lr == 1.2e-5 and cfg.n_samples == 7
+    assert build_sampler(cfg).kind.n_steps_each == 20  # annealed.yaml's
+    ode = merged_sampler_cfg(trained, given["ode"], explicit={"num_steps", "denoise"}, chosen=True)
+    assert ode.rho == 7.0 and ode.num_steps is None and ode.n_samples == 100 and "step_lr" not in ode
+    same = merged_sampler_cfg(trained, OmegaConf.create({"n_steps_each": 5, "rho": None}))
+    assert same.step_lr == 9.7e-6 and same.n_steps_each == 5 and "rho" not in same
 
-    trained = OmegaConf.create({"sampler": OmegaConf.merge(base, {"step_lr": 1.2e-5, "n_samples": 100})})
-    ode = merged_sampler_cfg(trained, OmegaConf.create({"kind": "ode", "num_steps": 6}))
-    assert ode.rho == 7.0 and ode.num_steps == 6 and ode.denoise is True and ode.n_samples == 100
-    cas = merged_sampler_cfg(trained, OmegaConf.create({"kind": "cas"}))
-    assert cas.step_lr == 5e-5  # cas.yaml's eps, not the annealed run's 1.2e-5
-    same = merged_sampler_cfg(trained, OmegaConf.create({"kind": "annealed", "n_steps_each": 5, "rho": None}))
-    assert same.step_lr == 1.2e-5 and same.n_steps_each == 5
+
+def test_a_sampler_saved_before_the_kinds_were_objects_is_the_same_sampler():
+    """A checkpoint's flat sampler node of before (``_target_: ncsn.sampling.Sampler``, every
+    kind's settings in one list) is read as the same sampler: plain Langevin's n_steps_each x L
+    steps, CAS's step_lr / sigma_L^2."""
+    from ncsn.workflow.sample import upgraded_sampler
+
+    old = {"_target_": "ncsn.sampling.Sampler", "step_lr": 5e-5, "n_steps_each": 3, "num_steps": None, "rho": None}
+    old.update(snr=0.16, n_corrector=1, denoise=True, n_samples=9, batch_size=4, init=None, autocast=None)
+    sigmas = [1.0, 0.1, 0.01]
+    lang = upgraded_sampler({**old, "kind": "langevin"}, sigmas)
+    assert lang["_target_"] == "ncsn.sampling.Langevin" and lang["n_steps"] == 9 and lang["frame_every"] == 3
+    cas = upgraded_sampler({**old, "kind": "cas"}, sigmas)
+    assert abs(cas["eta"] - 0.5) < 1e-12 and cas["n_samples"] == 9 and "step_lr" not in cas
+    assert upgraded_sampler(cas, sigmas) is cas  # today's form: as it is
 
 
 def test_a_null_written_on_the_sample_py_command_line_is_meant(tiny_ckpt, tmp_path):
@@ -204,7 +219,25 @@ def test_a_null_written_on_the_sample_py_command_line_is_meant(tiny_ckpt, tmp_pa
     meant = merged_sampler_cfg(trained, given, explicit={"rho", "autocast"})
     assert meant.rho is None and meant.autocast is None and meant.num_steps == 5
 
-    res = _sample(tiny_ckpt, tmp_path, "sampler.kind=ode", "sampler.rho=null", "sampler.n_samples=4")
+    res = _sample(tiny_ckpt, tmp_path, "sampler=ode", "sampler.rho=null", "sampler.n_samples=4")
     assert res.returncode == 0, res.stderr[-2000:]
     used = OmegaConf.load(tmp_path / ".hydra" / "config.yaml").sampler
     assert used.kind == "ode" and used.rho is None
+
+
+def test_the_data_mean_is_computed_once_by_the_workflow_for_a_gaussian_start():
+    """train.py and sample.py compute the data mean of a Gaussian start (init_mean=data) with one
+    helper and pass it to every draw: the training split's per-pixel mean, None for a uniform start."""
+    import torch
+
+    from ncsn.data.base import train_split
+    from ncsn.data.digits import DigitsDataModule
+    from ncsn.sampling import ODE, Annealed, Sampler
+    from ncsn.workflow.build import sampler_data_mean
+
+    dm = DigitsDataModule(num_val=8)
+    mean = sampler_data_mean(Sampler(ODE()), dm)
+    images = torch.stack([x for x, *_ in train_split(dm)])
+    assert mean.shape == (1, 8, 8) and torch.allclose(mean, images.mean(0), atol=1e-6)
+    assert sampler_data_mean(Sampler(Annealed()), dm) is None
+    assert sampler_data_mean(Sampler(ODE(), init_mean=0.5), dm) is None

@@ -3,7 +3,7 @@ import torch
 
 from ncsn.core.sigmas import make_sigmas
 from ncsn.core.toy import GaussianMixture, paper_mixture
-from ncsn.sampling import Sampler, annealed_langevin, langevin
+from ncsn.sampling import Annealed, Langevin, Sampler, annealed_langevin, langevin
 
 
 def test_mixture_score_equals_autograd_of_log_density():
@@ -70,25 +70,26 @@ def test_annealed_sampler_step_convention_and_denoise():
 def test_sampler_is_reproducible_per_seed_and_batches_agree():
     gm = paper_mixture()
     sigmas = make_sigmas("geometric", 20.0, 1.0, 3)
-    s = Sampler(step_lr=0.1, n_steps_each=5, n_samples=10, batch_size=4, init_low=-8, init_high=8)
-    a = s(gm.score_fn(sigmas), sigmas, (2,), 1, progress=False)
-    b = s(gm.score_fn(sigmas), sigmas, (2,), 1, progress=False)
-    c = s(gm.score_fn(sigmas), sigmas, (2,), 2, progress=False)
+    s = Sampler(Annealed(0.1, 5), n_samples=10, batch_size=4, init_low=-8, init_high=8)
+    a = s.draw(gm.score_fn(sigmas), sigmas, (2,), 1, progress=False)
+    b = s.draw(gm.score_fn(sigmas), sigmas, (2,), 1, progress=False)
+    c = s.draw(gm.score_fn(sigmas), sigmas, (2,), 2, progress=False)
     assert a.samples.shape == (10, 2) and torch.equal(a.samples, b.samples)
     assert not torch.equal(a.samples, c.samples)
-    plain = Sampler(kind="langevin", step_lr=0.1, n_steps_each=5, n_samples=4)
+    plain = Sampler(Langevin(0.1, n_steps=15, frame_every=5), n_samples=4)
     calls = []
-    plain(lambda x, i: calls.append(int(i[0])) or torch.zeros_like(x), sigmas, (2,), torch.Generator(), progress=False)
-    assert calls == [2] * 15  # sigma_L only, n_steps_each * L steps
+    score = lambda x, i: calls.append(int(i[0])) or torch.zeros_like(x)  # noqa: E731
+    plain.draw(score, sigmas, (2,), torch.Generator(), progress=False)
+    assert calls == [2] * 15  # sigma_L only, n_steps steps
 
 
 @pytest.mark.parametrize(
     "kwargs, key",
     [
-        ({"step_lr": 0.0}, "sampler.step_lr"),
-        ({"n_steps_each": 0}, "sampler.n_steps_each"),
-        ({"kind": "heun"}, "sampler.kind"),
         ({"n_samples": 0}, "sampler.n_samples"),
+        ({"batch_size": 1.5}, "sampler.batch_size"),
+        ({"init": "zeros"}, "sampler.init"),
+        ({"init_mean": "median"}, "sampler.init_mean"),
         ({"init_low": 1.0, "init_high": 0.0}, "sampler.init_high"),
         ({"denoise": "yes"}, "sampler.denoise"),
         ({"compile": "yes"}, "sampler.compile"),
@@ -97,7 +98,7 @@ def test_sampler_is_reproducible_per_seed_and_batches_agree():
 )
 def test_sampler_rejects_bad_settings(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
-        Sampler(**kwargs)
+        Sampler(Annealed(), **kwargs)
 
 
 def test_compiled_sampler_compiles_once_and_draws_what_the_eager_one_draws():
@@ -106,13 +107,13 @@ def test_compiled_sampler_compiles_once_and_draws_what_the_eager_one_draws():
     sigmas = make_sigmas("geometric", 5.0, 0.1, 4)
     torch.manual_seed(0)
     net = ConditionalMLP(sigmas=sigmas, hidden=32).eval()
-    compiled = Sampler(step_lr=0.01, n_steps_each=3, n_samples=16, compile=True)
+    compiled = Sampler(Annealed(0.01, 3), n_samples=16, compile=True)
     assert isinstance(compiled.wrap(net), torch._dynamo.eval_frame.OptimizedModule)
     assert compiled.wrap(net) is compiled.wrap(net)  # one compiled wrapper per network, reused
-    eager = Sampler(step_lr=0.01, n_steps_each=3, n_samples=16)
+    eager = Sampler(Annealed(0.01, 3), n_samples=16)
     assert eager.wrap(net) is net
-    a = compiled(net, sigmas, (2,), torch.Generator().manual_seed(0), progress=False)
-    b = eager(net, sigmas, (2,), torch.Generator().manual_seed(0), progress=False)
+    a = compiled.draw(net, sigmas, (2,), torch.Generator().manual_seed(0), progress=False)
+    b = eager.draw(net, sigmas, (2,), torch.Generator().manual_seed(0), progress=False)
     torch.testing.assert_close(a.samples, b.samples, rtol=1e-5, atol=1e-5)
 
 

@@ -21,7 +21,7 @@ from ncsn.metrics.score_error import (
     smoothed_score,
 )
 from ncsn.nets.small_conv import SmallConvScoreNet
-from ncsn.sampling import Sampler
+from ncsn.sampling import Annealed, Sampler
 from ncsn.workflow.config import ConfigError
 from ncsn.workflow.sample_modes import ModeContext, run_score_error
 
@@ -135,7 +135,7 @@ def _ctx(tmp_path, net, **score_error):
     dm = DigitsDataModule(num_val=8)
     cfg = OmegaConf.create({"seed": 0, "score_error": {"n_images": 6, "n_noise": 2, "num_sigmas": None, **score_error}})
     train_cfg = OmegaConf.create({"loss": {"anneal_power": 2.0}})
-    return ModeContext(cfg, train_cfg, net.eval(), dm, Sampler(batch_size=4), tmp_path, "cpu")
+    return ModeContext(cfg, train_cfg, net.eval(), dm, Sampler(Annealed(), batch_size=4), tmp_path, "cpu")
 
 
 def test_mode_writes_one_row_per_level_or_grid_sigma(tmp_path):

@@ -17,7 +17,7 @@ from ncsn.core.losses import dsm_loss
 from ncsn.core.sigmas import make_sigmas
 from ncsn.nets.ncsnv2 import NCSNv2
 from ncsn.nets.refinenet import CondRefineNetDilated
-from ncsn.sampling import Sampler
+from ncsn.sampling import Annealed, Sampler
 
 # Stated tolerances (relative, ||a - b|| / ||b||), a few times the error measured on the CPU
 # (AMD EPYC Zen 3) with these nets and batches over seeds 0-2 (the tests use seed 0); each bf16
@@ -63,9 +63,9 @@ def _bf16_training_errors(net, x) -> tuple[float, float]:
 
 def _bf16_sampler_error(net) -> float:
     """Relative error of the samples of a short annealed Langevin run with the bf16 score."""
-    sampler = Sampler(n_steps_each=2, n_samples=4, batch_size=4, step_lr=2e-5, denoise=True)
-    ref = sampler(net, net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0), progress=False)
-    out = sampler(
+    sampler = Sampler(Annealed(2e-5, 2), n_samples=4, batch_size=4, denoise=True)
+    ref = sampler.draw(net, net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0), progress=False)
+    out = sampler.draw(
         speed.score_autocast(net, "bf16"), net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0), progress=False
     )
     assert out.samples.dtype == torch.float32
@@ -128,14 +128,16 @@ def test_score_autocast_none_is_identity_and_exact():
     def plain(x, level_index):  # the network called directly, not through Sampler.wrap's autocast
         return net(x, level_index)
 
-    kw = dict(n_steps_each=2, n_samples=3, batch_size=3, step_lr=2e-5)
-    ref = Sampler(**kw)(plain, net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0), progress=False)
+    kw = dict(n_samples=3, batch_size=3)
+    ref = Sampler(Annealed(2e-5, 2), **kw).draw(
+        plain, net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0), progress=False
+    )
     for autocast in (None, "fp32"):  # sampler.autocast null / fp32: exactly the fp32 samples
-        out = Sampler(**kw, autocast=autocast)(
+        out = Sampler(Annealed(2e-5, 2), **kw, autocast=autocast).draw(
             net, net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0), progress=False
         )
         assert torch.equal(out.samples, ref.samples), autocast
-    bf16 = Sampler(**kw, autocast="bf16")(
+    bf16 = Sampler(Annealed(2e-5, 2), **kw, autocast="bf16").draw(
         net, net.sigmas, (3, 16, 16), torch.Generator().manual_seed(0), progress=False
     )
     assert not torch.equal(bf16.samples, ref.samples)  # the comparison sees a change of path

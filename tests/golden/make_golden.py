@@ -97,15 +97,15 @@ def compute_sampler() -> dict:
     First recorded with the single-module sampler before the sampling package existed (one
     torch.Generator for the whole batch, batches of 3) and stored weights; re-recorded with
     ``fill_weights`` from code that reproduced that first recording bit for bit."""
-    from ncsn.sampling import Sampler
+    from ncsn.sampling import Annealed, Langevin, Sampler
     from ncsn.sampling.inpainting import annealed_langevin_inpaint, make_mask
 
     sigmas, nets = build_nets()
     net = fill_weights(nets["small_conv"][0]()).eval()
     values = {}
-    for kind in ("annealed", "langevin"):
-        s = Sampler(kind=kind, step_lr=2e-5, n_steps_each=3, n_samples=7, batch_size=3, denoise=True)
-        r = s(net, sigmas, (1, 8, 8), torch.Generator().manual_seed(11), progress=False, keep_frames=True)
+    for kind, k in (("annealed", Annealed(2e-5, 3)), ("langevin", Langevin(2e-5, 3 * len(sigmas), 3))):
+        s = Sampler(k, n_samples=7, batch_size=3, denoise=True)
+        r = s.draw(net, sigmas, (1, 8, 8), torch.Generator().manual_seed(11), progress=False, keep_frames=True)
         values[f"{kind}/samples"] = r.samples
         values[f"{kind}/before"] = r.before_denoise
         values[f"{kind}/frames"] = torch.stack(r.frames)

@@ -8,5 +8,5 @@ from hydra.plugins.sweeper import Sweeper
 from ncsn.workflow.search import OptunaSearch
 
 
-class NcsnOptunaSweeper(OptunaSearch, Sweeper):
+class NcsnOptunaSweeper(OptunaSearch, Sweeper):  # type: ignore[misc]  # config, launcher: set in setup
     """``hydra/sweeper=ncsn_optuna`` (conf/hydra/sweeper/ncsn_optuna.yaml)."""

@@ -36,6 +36,7 @@ class NcsnBasicSweeper(BasicSweeper):
     ``BasicSweeper.sweep``."""
 
     def sweep(self, arguments: list[str]) -> Any:
+        assert self.hydra_context is not None and self.config is not None and self.launcher is not None  # setup()
         params_conf = self._parse_config()
         params_conf.extend(arguments)
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)

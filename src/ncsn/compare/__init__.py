@@ -17,6 +17,12 @@ varying key's value in every job; the key named on the command line is kept). A 
 that re-scores a training job's checkpoint (``ckpt_path`` swept) takes the training job's swept
 settings as ``train_config.<key>`` instead of ``ckpt_path``.
 
+A training job re-scored by ``sample.py mode=rescore`` holds ``rescore/<tag>/results.json``: the
+tables then use the re-score's values (FID, KID, intervals, bits/dim: one evaluation per job, the
+same seeds for every job) in place of the training run's (which stay in the per-job table as
+``training <key>``), and compare.md says so; ``--rescore TAG`` picks a re-score (default: the one
+most finished jobs have), ``--rescore none`` the training values.
+
 For each job: the best value of the metric (the minimum over the run's evaluations in
 metrics.csv, with its step) and the final one (results.json); sample.py runs have one evaluation:
 one column. When ``seed`` (or ``train_config.seed``) varies, jobs that differ only by it form one
@@ -33,7 +39,7 @@ Writes into the output directory (default: SWEEP_DIR):
   each setting, one series per combination of the other settings (categories as points, never
   joined; log y when the values span more than 10x); for an Optuna search (``optimization_results
   .yaml`` or ``optuna.journal`` in SWEEP_DIR): one scatter per parameter against the objective;
-- ``nfe.png`` (a ``sampler.kind`` sweep): the metric, and ``kid`` when present, against NFE, one
+- ``nfe.png`` (a ``sampler=<kind>`` sweep): the metric, and ``kid`` when present, against NFE, one
   series per kind;
 - ``loss_by_sigma.png``: the validation DSM loss against sigma of every job's (group's) last
   validation, overlaid (comparable across noise schedules: keyed by sigma, not level index).

@@ -9,7 +9,7 @@ import math
 import os
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .jobs import Job, _natural, _num, find_jobs
@@ -27,6 +27,7 @@ HEADLINE = (
     "kid_std",
     "bpd",
     "bpd_se",
+    "val/bpd",
     "toy/weight_error",
     "sample/nfe",
     "nfe",
@@ -54,6 +55,7 @@ class Comparison:
     skipped: list = field(default_factory=list)  # jobs left out: their config cannot be read (``Job.skipped``)
     single: bool = False  # one evaluation per job (sample.py): no best/step/final columns, the value alone
     moved: list = field(default_factory=list)  # schedule-dependent results left out of the ablation table
+    rescore: dict | None = None  # the re-score in the tables (``use_rescore``): tag, checkpoint, n_samples, ...
 
     @property
     def unfinished(self) -> list:
@@ -181,6 +183,59 @@ def _result_columns(jobs, metric: str) -> list:
     return sorted(k for k in keys if not same(k))
 
 
+#: training results a re-score replaces (with the re-score's own keys): they move to ``training <key>``
+RESCORED_PREFIXES = ("fid", "kid", "kid_std", "fid_ci_low", "fid_ci_high", "sample")
+
+
+def pick_rescore(jobs, wanted: str | None = None) -> str | None:
+    """The re-score (``<job>/rescore/<tag>``, sample.py mode=rescore) the tables use: ``wanted``
+    (ValueError when no finished job has it), none for ``"none"``, else the tag most finished jobs
+    have (ties: more samples, then the name)."""
+    if wanted == "none":
+        return None
+    count: dict[str, int] = {}
+    samples: dict[str, float] = {}
+    for j in jobs:
+        for tag, r in j.rescores.items() if j.finished else ():
+            count[tag] = count.get(tag, 0) + 1
+            samples[tag] = max(samples.get(tag, 0), _num(r.get("n_samples")) if r.get("n_samples") else 0)
+    if wanted is not None:
+        if wanted not in count:
+            found = ", ".join(sorted(count)) or "none"
+            raise ValueError(
+                f"--rescore={wanted!r}: no finished job has rescore/{wanted}/results.json (found: {found})"
+            )
+        return wanted
+    return max(count, key=lambda t: (count[t], samples[t], t)) if count else None
+
+
+def use_rescore(jobs, tag: str) -> tuple[list, dict]:
+    """Jobs whose results are the re-score ``tag``'s where they have it: the training run's values
+    of the re-scored metrics (``RESCORED_PREFIXES`` and the re-score's keys) become ``training
+    <key>`` and leave the history (metrics.csv), so no table mixes them with the re-score's."""
+    tagged = [j.rescores[tag] for j in jobs if tag in j.rescores]
+    keys = {k for r in tagged for k in r if k != "status"}
+
+    def moved(k: str) -> bool:
+        return k in keys or k.split("/")[0] in RESCORED_PREFIXES
+
+    out = []
+    for j in jobs:
+        own = {("training " + k if moved(k) else k): v for k, v in (j.results or {}).items()}
+        results = {**own, **{k: v for k, v in j.rescores.get(tag, {}).items() if k != "status"}}
+        history = {k: v for k, v in j.history.items() if not moved(k)}
+        out.append(replace(j, results=results if j.results is not None or tag in j.rescores else None, history=history))
+    first = tagged[0] if tagged else {}
+    info = {
+        "tag": tag,
+        "checkpoint": first.get("checkpoint"),
+        "n_samples": first.get("n_samples"),
+        "rescored": [j.name for j in jobs if j.finished and tag in j.rescores],
+        "missing": [j.name for j in jobs if j.finished and tag not in j.rescores],
+    }
+    return out, info
+
+
 def _stats(values: list) -> tuple:
     vals = [v for v in values if v is not None and not math.isnan(v)]
     if not vals:
@@ -188,15 +243,23 @@ def _stats(values: list) -> tuple:
     return (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else None, len(vals))
 
 
-def compare(sweep_dir, metric: str | None = None, ignore=IGNORE, descending: bool = False) -> Comparison:
+def compare(
+    sweep_dir, metric: str | None = None, ignore=IGNORE, descending: bool = False, rescore: str | None = None
+) -> Comparison:
     """Read a sweep and build the sorted comparison (no files written). Jobs whose config cannot
-    be read are left out (``Comparison.skipped``)."""
+    be read are left out (``Comparison.skipped``). ``rescore``: the re-score whose values the
+    tables use (``pick_rescore``: None = the most common one, if any; "none" = the training values)."""
     sweep_dir = Path(sweep_dir)
     found = find_jobs(sweep_dir)
     jobs = [j for j in found if not j.skipped]  # an unreadable config would make every key vary
+    tag = pick_rescore(jobs, rescore)
+    rescored = None
+    if tag is not None:
+        jobs, rescored = use_rescore(jobs, tag)
     metric = metric or default_metric(jobs)
     vary = varying_keys(jobs, ignore, sweep_dir)
     c = Comparison(metric, vary, [], [], descending=descending, skipped=[j for j in found if j.skipped])
+    c.rescore = rescored
     group_keys = [k for k in vary if k not in SEEDS]
     c.single = not any(j.history.get(metric) for j in jobs)
     others = _result_columns(jobs, metric)
@@ -225,7 +288,7 @@ def compare(sweep_dir, metric: str | None = None, ignore=IGNORE, descending: boo
 
     groups = {}
     for j in jobs:
-        if j.finished:
+        if j.finished and (tag is None or tag in j.rescores):  # a job not re-scored: the per-job table only
             groups.setdefault(tuple(_key(j.config.get(k)) for k in group_keys), []).append(j)
     for members in groups.values():
         members.sort(key=lambda j: ([value_order(j.config.get(k)) for k in SEEDS], _natural(j.name)))

@@ -1,4 +1,4 @@
-"""``python -m ncsn.compare SWEEP_DIR [--out DIR] [--metric KEY] [--descending] [--ignore PATTERN]``.
+"""``python -m ncsn.compare SWEEP_DIR [--out DIR] [--metric KEY] [--descending] [--ignore PATTERN] [--rescore TAG]``.
 
 Exit status: 0 report written; 2 one line ``error: ...`` on stderr (SWEEP_DIR missing or holding
 no job directories, a report directory that cannot be written: read-only or full)."""
@@ -39,6 +39,13 @@ def main(argv=None) -> int:
         metavar="PATTERN",
         help="a config key (fnmatch pattern) that is not a setting even if it differs between jobs; repeatable",
     )
+    p.add_argument(
+        "--rescore",
+        default=None,
+        metavar="TAG",
+        help="the re-score (<job>/rescore/TAG, sample.py mode=rescore) whose values the tables use; "
+        "default: the one most jobs have; 'none': the training runs' own values",
+    )
     a = p.parse_args(argv)
     if not a.sweep_dir.is_dir():
         what = "does not exist" if not a.sweep_dir.exists() else "is not a directory"
@@ -48,7 +55,10 @@ def main(argv=None) -> int:
     problem = unwritable(out, key)
     if problem:
         return _error(problem + ("" if a.out else "; the report goes there unless --out DIR is given"))
-    c = compare(a.sweep_dir, a.metric, ignore=(*IGNORE, *a.ignore), descending=a.descending)
+    try:
+        c = compare(a.sweep_dir, a.metric, ignore=(*IGNORE, *a.ignore), descending=a.descending, rescore=a.rescore)
+    except ValueError as e:  # --rescore names a tag no finished job has
+        return _error(str(e))
     if not c.jobs:
         if c.skipped:
             why = f"none of its {len(c.skipped)} job directories has a readable config ({c.skipped[0].skipped})"

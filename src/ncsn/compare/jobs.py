@@ -26,6 +26,7 @@ class Job:
     history: dict = field(default_factory=dict)  # metrics.csv: {column: [(step, value), ...]}
     skipped: str = ""  # why the job is left out of the comparison (its config cannot be read)
     has_overrides: bool = False  # .hydra/overrides.yaml was read: the settings are what it names
+    rescores: dict = field(default_factory=dict)  # sample.py mode=rescore: {tag: <job>/rescore/<tag>/results.json}
 
     @property
     def finished(self) -> bool:
@@ -171,7 +172,25 @@ def load_job(job_dir: Path, sweep_dir: Path) -> Job:
             note = "; ".join(x for x in (f"last logged step {step}" if step else "", line) if x)
         except Exception:  # noqa: BLE001
             pass
-    return Job(name, config, keys, results, status, note, job_dir, history, skipped, has_overrides)
+    job = Job(name, config, keys, results, status, note, job_dir, history, skipped, has_overrides)
+    job.rescores = read_rescores(job_dir)
+    return job
+
+
+def read_rescores(job_dir: Path) -> dict:
+    """{tag: results} of the complete re-scores beside a job (``rescore/<tag>/results.json`` with
+    ``"status": "finished"``; a killed one's partial folder starts with a dot and is not read)."""
+    out = {}
+    for path in sorted(Path(job_dir).glob("rescore/*/results.json")):
+        if path.parent.name.startswith("."):
+            continue
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(results, dict) and results.get("status") == "finished":
+            out[path.parent.name] = results
+    return out
 
 
 def _natural(name: str):

@@ -5,6 +5,7 @@ the objective (compare.png), the validation loss per noise level (loss_by_sigma.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 from ..core.loss_by_sigma import last_loss_by_sigma
@@ -55,7 +56,7 @@ def _grid_axes(plt, n: int):
     return fig, list(axes.flat)[:n]
 
 
-def _x_axis(ax, xs, key: str) -> callable:
+def _x_axis(ax, xs, key: str) -> Callable:
     """Ticks for the setting values ``xs``: numbers at their value (log when wide, one tick per
     value, rotated), other values as categories; returns value -> position."""
     if _numeric(xs):
@@ -87,7 +88,7 @@ def plot(c: Comparison, path: Path) -> list:
     panel's (setting, x scale, y scale, joined by lines); [] (nothing written) when no group has a
     numeric metric."""
     groups = [g for g in c.groups if not math.isnan(g.stats[c.best_col][0])]
-    panels = []
+    panels: list = []
     if not groups:
         return panels
     plt = _pyplot()
@@ -100,7 +101,7 @@ def plot(c: Comparison, path: Path) -> list:
         pos = _x_axis(ax, xs, key)
         joined = _numeric(xs)
         rest = [k for k in c.group_keys if k != key]
-        series = {}
+        series: dict[str, list] = {}
         for g, x in zip(groups, xs):
             series.setdefault(_label({k: g.settings.get(k) for k in rest}), []).append((pos(x), g))
         for i, (label, pts) in enumerate(sorted(series.items(), key=lambda kv: value_order(kv[0]))):
@@ -136,15 +137,17 @@ def plot(c: Comparison, path: Path) -> list:
     return panels
 
 
-def plot_nfe(c: Comparison, path: Path, kind_key: str = "sampler.kind") -> dict:
+def plot_nfe(c: Comparison, path: Path, kind_keys: tuple = ("sampler", "sampler.kind")) -> dict:
     """A sampler sweep: the metric (and ``kid`` when present) against the number of network
     evaluations (results.json ``nfe``), one series per sampler kind (joined only within a kind,
-    in NFE order). Returns {kind: [(nfe, metric), ...]}; {} (nothing written) unless ``kind_key`` is
-    a setting and groups have ``nfe``."""
-    if kind_key not in c.group_keys:
+    in NFE order). Returns {kind: [(nfe, metric), ...]}; {} (nothing written) unless one of
+    ``kind_keys`` (``sampler=<kind>``; ``sampler.kind`` in sweeps of before) is a setting and
+    groups have ``nfe``."""
+    kind_key = next((k for k in kind_keys if k in c.group_keys), None)
+    if kind_key is None:
         return {}
     metrics = [c.best_col] + [k for k in ("kid",) if k in c.headline and k != c.metric]
-    pts = {}
+    pts: dict = {}
     for g in c.groups:
         nfe = _stats([_num((j.results or {}).get("nfe")) for j in g.jobs])[0]
         if not math.isnan(nfe) and not math.isnan(g.stats[c.best_col][0]):
@@ -228,7 +231,7 @@ def plot_loss_by_sigma(c: Comparison, path: Path) -> bool:
     ``val_loss_by_sigma.csv``."""
     curves = []
     for g in c.groups:
-        per_sigma = {}
+        per_sigma: dict = {}
         for j in g.jobs:
             for r in last_loss_by_sigma(j.path) if j.path is not None else []:
                 per_sigma.setdefault(float(f"{r['sigma']:.6g}"), []).append(r["loss"])

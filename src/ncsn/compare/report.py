@@ -45,8 +45,8 @@ def _label(settings: dict) -> str:
     return ", ".join(f"{k}={_setting(v)}" for k, v in settings.items()) or "all jobs"
 
 
-def _grid(job: Job, out: Path) -> str | None:
-    for rel in SAMPLE_GRIDS:
+def _grid(job: Job, out: Path, first: tuple = ()) -> str | None:
+    for rel in (*first, *SAMPLE_GRIDS):
         p = job.path / rel if job.path is not None else None
         if p is not None and p.is_file():
             return os.path.relpath(p, out).replace(os.sep, "/")
@@ -155,13 +155,16 @@ def to_markdown(c: Comparison, out: Path | None = None, plots: tuple = (), title
         ),
         "",
     ]
+    if c.rescore:
+        lines += [_rescore_note(c), ""]
     head, rows = main_table(c)
     ns = len(c.group_keys)
+    first = (f"rescore/{c.rescore['tag']}/samples.png",) if c.rescore else ()
     lines += ["| " + " | ".join([*head, "samples"]) + " |", "|" + "---|" * (len(head) + 1)]
     for g, cells in zip(c.groups, rows):
         grids = []
         for j in g.jobs:
-            rel = _grid(j, out)
+            rel = _grid(j, out, first)
             if rel:
                 seed = next((f"seed {_fmt(j.config.get(k))}" for k in c.seed_keys), "samples")
                 grids.append(f'<a href="{rel}"><img src="{rel}" alt="{seed}" title="{j.name}"></a>')
@@ -183,6 +186,21 @@ def to_markdown(c: Comparison, out: Path | None = None, plots: tuple = (), title
         lines += ["", "## Skipped jobs (not in the tables)", ""]
         lines += [f"- `{j.name}`: {j.skipped}" for j in c.skipped]
     return "\n".join(lines) + "\n"
+
+
+def _rescore_note(c: Comparison) -> str:
+    """The sentence that says the tables hold a re-score's values (``analysis.use_rescore``)."""
+    r = c.rescore
+    done, missing = r["rescored"], r["missing"]
+    text = (
+        f"Re-scored with {_fmt(r['n_samples'])} samples, {r['checkpoint']} checkpoint (`rescore/{r['tag']}`, "
+        f"`python sample.py mode=rescore`; {len(done)} of {len(done) + len(missing)} finished jobs): `{c.metric}` "
+        "and the other re-scored values in these tables are the re-score's, the same seeds for every job; the "
+        "training run's own values are in the per-job table as `training <key>`."
+    )
+    if missing:
+        text += " Not re-scored (left out of the ablation table): " + ", ".join(f"`{m}`" for m in missing) + "."
+    return text
 
 
 def write_csv(c: Comparison, path: Path) -> None:

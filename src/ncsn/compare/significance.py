@@ -1,7 +1,10 @@
 """Which differences of a comparison are real: each group against the best one, in words.
 
-Seed groups (n >= 2 on both sides): Welch's t-test on the per-run values of the metric (the best
-of each run, or its one value for sample.py jobs), two-sided; "beats" at p < 0.05. Single runs:
+Two groups whose runs give the same value seed for seed (to 1e-9 relative) are said to be
+identical: the setting they differ in changed nothing the metric sees (a knob this configuration
+does not use: e.g. the number of training levels when the loss draws sigma continuously and the
+sampler runs on its own grid). Seed groups (n >= 2 on both sides): Welch's t-test on the per-run
+values of the metric (the best of each run, or its one value for sample.py jobs), two-sided; "beats" at p < 0.05. Single runs:
 their bootstrap intervals (results.json ``<metric>_ci_low`` / ``_ci_high``, one evaluation per
 job) either overlap (not distinguishable) or not. Otherwise no claim is made, and the sentence
 says why.
@@ -31,7 +34,22 @@ def _interval(c: Comparison, g: Group) -> tuple[float, float] | None:
     results = g.jobs[0].results or {}
     low, high = results.get(f"{c.metric}_ci_low"), results.get(f"{c.metric}_ci_high")
     ok = all(isinstance(v, (int, float)) and math.isfinite(v) for v in (low, high))
-    return (float(low), float(high)) if ok else None
+    return (float(low), float(high)) if ok and low is not None and high is not None else None
+
+
+def _by_seed(c: Comparison, g: Group) -> dict:
+    """{seed values: the metric} of a group's jobs (empty when the sweep has no seed key)."""
+    keys = c.seed_keys
+    if not keys:
+        return {}
+    return {tuple(str(j.config.get(k)) for k in keys): best_and_final(j, c.metric, c.descending)[0] for j in g.jobs}
+
+
+def identical(c: Comparison, a: Group, b: Group) -> bool:
+    """The two groups' runs give the same value for each shared seed (at least two seeds)."""
+    va, vb = _by_seed(c, a), _by_seed(c, b)
+    shared = [k for k in va if k in vb and not math.isnan(va[k]) and not math.isnan(vb[k])]
+    return len(shared) >= 2 and all(math.isclose(va[k], vb[k], rel_tol=1e-9, abs_tol=0.0) for k in shared)
 
 
 def welch_p(a: list[float], b: list[float]) -> float:
@@ -49,6 +67,12 @@ def significance(c: Comparison) -> list[str]:
     a = _values(c, best)
     for g in c.groups[1:]:
         b, pair = _values(c, g), f"{_label(c, best)} vs {_label(c, g)}"
+        if identical(c, best, g):
+            lines.append(
+                f"{pair}: identical seed for seed (n={len(b)}): this setting changed nothing `{c.metric}` sees; "
+                "check that the configuration uses it"
+            )
+            continue
         if len(a) >= 2 and len(b) >= 2:
             p = welch_p(a, b)
             n = f"n={len(a)} each" if len(a) == len(b) else f"n={len(a)} and {len(b)}"

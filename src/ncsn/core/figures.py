@@ -216,12 +216,14 @@ def _scatter(ax, pts: torch.Tensor, title: str, lim: float, color: str = "tab:bl
 
 
 def scatter_samples(
-    samples: torch.Tensor, data: torch.Tensor, path, title: str | None = None, lim: float = 8.0
+    samples: torch.Tensor, data: torch.Tensor | None, path, title: str | None = None, lim: float = 8.0
 ) -> Path:
-    """Scatter plot of 2-D ``samples`` (red) over ``data`` (grey)."""
+    """Scatter plot of 2-D ``samples`` (red) over ``data`` (grey; none without it)."""
     fig, ax = plt.subplots(figsize=(4, 4))
-    d, s = data.detach().double().cpu(), samples.detach().double().cpu()
-    ax.scatter(d[:, 0], d[:, 1], s=2, alpha=0.3, color="0.6", label="data")
+    s = samples.detach().double().cpu()
+    if data is not None:
+        d = data.detach().double().cpu()
+        ax.scatter(d[:, 0], d[:, 1], s=2, alpha=0.3, color="0.6", label="data")
     ax.scatter(s[:, 0], s[:, 1], s=2, alpha=0.6, color="tab:red", label="samples")
     ax.set_xlim(-lim, lim)
     ax.set_ylim(-lim, lim)

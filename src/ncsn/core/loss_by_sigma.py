@@ -54,7 +54,7 @@ def write_loss_by_sigma(path, rows: list[dict]) -> None:
 
 def by_step(rows: list[dict]) -> list[tuple[int, list[dict]]]:
     """Rows grouped by step, in step order (each group in level order)."""
-    groups = {}
+    groups: dict[int, list[dict]] = {}
     for r in rows:
         groups.setdefault(int(r["step"]), []).append(r)
     return [(s, sorted(groups[s], key=lambda r: r["level"])) for s in sorted(groups)]

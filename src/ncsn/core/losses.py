@@ -22,6 +22,9 @@ use and the networks' sigma features are laid out on.
 ``sigma_data``: EDM's loss weight instead of sigma^anneal_power, lambda(sigma) =
 sigma^2 (1 + sigma^2 / sigma_data^2), i.e. 1 / c_out^2 on the denoiser (``ncsn.nets.precond``
 derives the equivalence).
+
+``dsm_loss`` is the formula (one perturb / score / weight body for both ways of drawing sigma);
+``DSMLoss`` holds a run's settings (the ``loss`` config node) and checks them once, in its constructor.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from typing import NamedTuple
 
 import torch
 
+from .checks import is_int, is_number
+
 ScoreFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -40,6 +45,73 @@ class DSMOutput(NamedTuple):
     per_example: torch.Tensor  # (N,) weighted per-example loss l_n
     level_index: torch.Tensor  # (N,) long: the level drawn for each example (continuous: the nearest)
     sigma: torch.Tensor | None = None  # (N,): each example's sigma
+
+
+SIGMA_SAMPLING = ("levels", "continuous", "lognormal")
+WEIGHTINGS = ("power", "edm")
+
+
+class DSMLoss:
+    """The training objective (``loss.*``, conf/loss/dsm.yaml): ``dsm_loss`` with these settings.
+
+    ``sigma_sampling``: levels (uniform over the L levels, the papers) | continuous (log-uniform in
+    [sigma_L, sigma_1]) | lognormal (ln sigma ~ N(lognormal_mean, lognormal_std^2), truncated);
+    ``weighting``: power (sigma^anneal_power) | edm (needs a network with ``sigma_data``);
+    ``val_levels_per_image``: levels each held-out image is evaluated at (``LevelLoss``). Each value
+    is checked here (a one-line ValueError naming ``loss.<key>``); ``check_net`` checks the network.
+    """
+
+    def __init__(
+        self,
+        anneal_power: float = 2.0,
+        sigma_sampling: str = "levels",
+        lognormal_mean: float = -1.2,
+        lognormal_std: float = 1.2,
+        weighting: str = "power",
+        val_levels_per_image: int | None = None,
+    ):
+        _need("anneal_power", anneal_power, is_number(anneal_power), "a finite number (2 in the papers)")
+        _need("sigma_sampling", sigma_sampling, sigma_sampling in SIGMA_SAMPLING, "levels, continuous or lognormal")
+        _need("lognormal_mean", lognormal_mean, is_number(lognormal_mean), "a finite number (EDM: -1.2)")
+        _need("lognormal_std", lognormal_std, is_number(lognormal_std) and lognormal_std > 0, "a number > 0 (EDM: 1.2)")
+        _need("weighting", weighting, weighting in WEIGHTINGS, "power or edm")
+        LevelLoss.check(val_levels_per_image)
+        self.anneal_power, self.sigma_sampling, self.weighting = anneal_power, sigma_sampling, weighting
+        self.lognormal_mean, self.lognormal_std = lognormal_mean, lognormal_std
+        self.val_levels_per_image = val_levels_per_image
+
+    def check_net(self, net) -> None:
+        """Refuse a network this loss cannot train (ValueError naming the key)."""
+        if self.sigma_sampling != "levels" and not getattr(net, "continuous", False):
+            raise ValueError(
+                f"loss.sigma_sampling={self.sigma_sampling!r} is invalid for this model: it is conditioned on level "
+                "indices (use model=ncsnv2, or model.conditioning=sigma or none for mlp / small_conv)"
+            )
+        if self.weighting == "edm" and getattr(net, "sigma_data", None) is None:
+            raise ValueError("loss.weighting='edm' is invalid for this model: it needs model.precond=edm")
+
+    def __call__(self, score_fn: ScoreFn, x: torch.Tensor, sigmas: torch.Tensor, sigma_data: float | None = None):
+        """The training loss of one batch (``sigma_data``: the network's, used by weighting=edm)."""
+        lognormal = (self.lognormal_mean, self.lognormal_std) if self.sigma_sampling == "lognormal" else None
+        return dsm_loss(
+            score_fn,
+            x,
+            sigmas,
+            self.anneal_power,
+            continuous=self.sigma_sampling != "levels",
+            lognormal=lognormal,
+            sigma_data=sigma_data if self.weighting == "edm" else None,
+        )
+
+    def at_levels(self, score_fn: ScoreFn, x, sigmas, level_index, generator: torch.Generator) -> DSMOutput:
+        """The validation loss at the given levels, weighted sigma^anneal_power whatever the training
+        weighting (comparable across runs)."""
+        return dsm_loss(score_fn, x, sigmas, self.anneal_power, generator=generator, level_index=level_index)
+
+
+def _need(key: str, value, ok: bool, allowed: str) -> None:
+    if not ok:
+        raise ValueError(f"loss.{key}={value!r} is invalid: must be {allowed}")
 
 
 def dsm_loss(
@@ -62,7 +134,7 @@ def dsm_loss(
     a truncated normal instead. ``sigma_data``: EDM's weight (module docstring).
     """
     n = x.shape[0]
-    if continuous and level_index is None:
+    if continuous and level_index is None:  # the network is called with the sigmas themselves
         log_sig = torch.log(sigmas.to(device=x.device, dtype=torch.float64))
         u = torch.rand(n, device=x.device, generator=generator, dtype=torch.float64)
         if lognormal is None:
@@ -70,18 +142,16 @@ def dsm_loss(
         else:
             log_s = truncated_normal(u, lognormal[0], lognormal[1], float(log_sig[-1]), float(log_sig[0]))
         level_index = (log_s[:, None] - log_sig[None]).abs().argmin(dim=1)
-        sigma = torch.exp(log_s).to(x.dtype).view(n, *([1] * (x.dim() - 1)))
-        z = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-        score = score_fn(x + sigma * z, sigma.flatten())
-        weight = _weight(sigma.flatten(), anneal_power, sigma_data)
-        per_example = 0.5 * ((score + z / sigma) ** 2).flatten(1).sum(1) * weight
-        return DSMOutput(per_example.mean(), per_example, level_index, sigma.flatten())
-    if level_index is None:
-        level_index = torch.randint(0, len(sigmas), (n,), device=x.device, generator=generator)
-    sigma = sigmas.to(device=x.device, dtype=x.dtype)[level_index].view(n, *([1] * (x.dim() - 1)))
+        sigma = torch.exp(log_s).to(x.dtype)
+        condition = sigma
+    else:  # the network is called with the level indices
+        if level_index is None:
+            level_index = torch.randint(0, len(sigmas), (n,), device=x.device, generator=generator)
+        sigma = sigmas.to(device=x.device, dtype=x.dtype)[level_index]
+        condition = level_index
+    sigma = sigma.view(n, *([1] * (x.dim() - 1)))
     z = torch.randn(x.shape, device=x.device, dtype=x.dtype, generator=generator)
-    perturbed = x + sigma * z
-    score = score_fn(perturbed, level_index)
+    score = score_fn(x + sigma * z, condition)
     weight = _weight(sigma.flatten(), anneal_power, sigma_data)
     per_example = 0.5 * ((score + z / sigma) ** 2).flatten(1).sum(1) * weight
     return DSMOutput(per_example.mean(), per_example, level_index, sigma.flatten())
@@ -95,9 +165,8 @@ def _weight(sigma: torch.Tensor, anneal_power: float, sigma_data: float | None) 
 
 
 def truncated_normal(u: torch.Tensor, mean: float, std: float, low: float, high: float) -> torch.Tensor:
-    """N(mean, std^2) restricted to [low, high], from uniforms ``u`` in [0, 1) by the inverse CDF."""
-    if not std > 0:
-        raise ValueError(f"loss.lognormal_std={std!r} is invalid: must be a number > 0")
+    """N(mean, std^2) restricted to [low, high], from uniforms ``u`` in [0, 1) by the inverse CDF
+    (``std`` > 0: ``DSMLoss`` checks ``loss.lognormal_std``)."""
     cdf = [0.5 * math.erfc(-(b - mean) / (std * math.sqrt(2.0))) for b in (low, high)]
     p = (cdf[0] + u * (cdf[1] - cdf[0])).clamp(min=1e-300, max=1.0 - 1e-16)
     return (mean + std * torch.special.ndtri(p)).clamp(low, high)
@@ -129,9 +198,8 @@ class LevelLoss:
     def __init__(self, num_scales: int, levels_per_image: int | None = None, device=None):
         if num_scales < 1:
             raise ValueError(f"num_scales={num_scales} must be >= 1")
-        k = num_scales if levels_per_image is None else min(int(levels_per_image), num_scales)
-        if k < 1:
-            raise ValueError(f"levels_per_image={levels_per_image} must be None or >= 1")
+        self.check(levels_per_image)
+        k = num_scales if levels_per_image is None else min(levels_per_image, num_scales)
         self.num_scales, self.levels_per_image = num_scales, k
         self.sums = torch.zeros(num_scales, device=device, dtype=torch.float64)
         self.counts = torch.zeros(num_scales, device=device, dtype=torch.float64)
@@ -161,6 +229,14 @@ class LevelLoss:
             sums.index_add_(0, level_index[mask], values[mask])
             counts.index_add_(0, level_index[mask], torch.ones_like(values[mask]))
         self.pairs += n
+
+    @staticmethod
+    def check(levels_per_image) -> None:
+        """``levels_per_image``: None (every level) or an integer >= 1 (``loss.val_levels_per_image``)."""
+        if not (levels_per_image is None or (is_int(levels_per_image) and levels_per_image >= 1)):
+            raise ValueError(
+                f"loss.val_levels_per_image={levels_per_image!r} is invalid: must be null or an integer >= 1"
+            )
 
     @staticmethod
     def cost(num_scales: int, num_images: int, levels_per_image: int | None = None) -> tuple[int, int]:

@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from .checks import is_int, is_number
+
 KINDS = ("geometric", "linear")
 
 
@@ -29,20 +31,29 @@ def make_sigmas(kind: str, sigma_begin: float, sigma_end: float, num_scales: int
 
     With ``num_scales == 1`` the single level is ``sigma_end`` (plain, non-annealed DSM).
     """
-    if kind not in KINDS:
-        raise ValueError(f"sigmas.kind={kind!r} is not one of {KINDS}")
-    if num_scales < 1:
-        raise ValueError(f"sigmas.num_scales={num_scales} must be >= 1")
-    if not (sigma_end > 0 and math.isfinite(sigma_begin)):
-        raise ValueError(f"sigmas.sigma_end={sigma_end} must be > 0 and sigma_begin finite")
-    if num_scales > 1 and not sigma_begin > sigma_end:
-        raise ValueError(f"sigmas.sigma_begin={sigma_begin} must be > sigmas.sigma_end={sigma_end} (index 0 = largest)")
+    check_sigmas(kind, sigma_begin, sigma_end, num_scales)
     if num_scales == 1:
         return torch.tensor([float(sigma_end)], dtype=torch.float64)
     if kind == "geometric":
         return torch.tensor(geometric_sigmas(sigma_begin, sigma_end, num_scales), dtype=torch.float64)
     span = sigma_end - sigma_begin
     return torch.tensor([sigma_begin + i / (num_scales - 1) * span for i in range(num_scales)], dtype=torch.float64)
+
+
+def check_sigmas(kind: str, sigma_begin: float, sigma_end: float, num_scales: int) -> None:
+    """The values ``make_sigmas`` takes (the ``sigmas`` node): a one-line ValueError naming the key,
+    the value and what is allowed. The pre-flight check (``validate_sigmas``) calls this too."""
+    if kind not in KINDS:
+        raise ValueError(f"sigmas.kind={kind!r} is invalid: must be 'geometric' or 'linear' (or sigmas=auto)")
+    if not (is_number(sigma_end) and sigma_end > 0):
+        raise ValueError(f"sigmas.sigma_end={sigma_end!r} is invalid: must be a number > 0")
+    if not (is_int(num_scales) and num_scales >= 1):
+        raise ValueError(f"sigmas.num_scales={num_scales!r} is invalid: must be an integer >= 1")
+    if num_scales > 1 and not (is_number(sigma_begin) and sigma_begin > sigma_end):
+        raise ValueError(
+            f"sigmas.sigma_begin={sigma_begin!r} is invalid: must be a number > sigmas.sigma_end={sigma_end} "
+            "(index 0 is the largest sigma)"
+        )
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, num: int) -> list:

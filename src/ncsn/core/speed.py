@@ -104,7 +104,7 @@ def score_autocast(score_fn: ScoreFn, dtype=None) -> ScoreFn:
             out = score_fn(x, level_index)
         return out.to(x.dtype)
 
-    score.__wrapped__ = score_fn
+    score.__wrapped__ = score_fn  # type: ignore[attr-defined]
     return score
 
 
@@ -169,7 +169,7 @@ def cuda_graph_score(
         graph.replay()
         return static_out.clone()
 
-    score.graph = graph
+    score.graph = graph  # type: ignore[attr-defined]
     return score
 
 

@@ -68,7 +68,7 @@ class GaussianMixture:
                 out[m] = self.score(x[m], float(sig[i]))
             return out
 
-        score.continuous = True
+        score.continuous = True  # type: ignore[attr-defined]
         return score
 
     def mode_weights(self, x: torch.Tensor) -> torch.Tensor:

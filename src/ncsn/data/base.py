@@ -8,6 +8,7 @@ un-augmented iterator used for FID statistics live here once.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import lightning as L
 import torch
@@ -70,7 +71,8 @@ class ImageDataModule(L.LightningDataModule):
         self.val_split = val_split
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
-        self.train_set = self.val_set = None
+        self.train_set: Dataset | None = None  # both set by setup()
+        self.val_set: Dataset | None = None
         self.shuffle_seed = 0  # the run's seed (set by the training workflow)
 
     # -- to implement ------------------------------------------------------------------
@@ -123,15 +125,18 @@ class EpochShuffle(DistributedSampler):
 
     ``resume_at(epoch, n_done)``: a run resumed from a mid-epoch checkpoint skips, in that epoch
     only, the ``n_done`` indices this rank has already trained on, so it sees exactly what a straight
-    run sees. ``keyed=True`` yields ``(epoch, i)`` for ``Augmented``'s per-image random transforms.
+    run sees; ``n_done=None``: the epoch's last batch was trained, it yields nothing (so the epoch
+    ends there also when ``trainer.limit_train_batches`` ends epochs before their data does).
+    ``keyed=True`` yields ``(epoch, i)`` for ``Augmented``'s per-image random transforms.
     """
 
     def __init__(self, n: int, seed: int, rank: int = 0, world: int = 1, keyed: bool = False):
-        super().__init__(range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        indices: Any = range(n)  # stands for the data: the sampler only takes its length
+        super().__init__(indices, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=False)
         self.n, self.keyed = n, keyed
-        self._resume: tuple[int, int] | None = None
+        self._resume: tuple[int, int | None] | None = None
 
-    def resume_at(self, epoch: int, n_done: int) -> None:
+    def resume_at(self, epoch: int, n_done: int | None) -> None:
         self._resume = (epoch, n_done)
 
     def __iter__(self):
@@ -141,7 +146,7 @@ class EpochShuffle(DistributedSampler):
         mine = order[self.rank : self.total_size : self.num_replicas]
         if self._resume is not None and self._resume[0] <= self.epoch:
             if self._resume[0] == self.epoch:
-                mine = mine[self._resume[1] :]
+                mine = mine[self._resume[1] :] if self._resume[1] is not None else []
             self._resume = None
         return iter([(self.epoch, i) for i in mine] if self.keyed else mine)
 
@@ -203,13 +208,16 @@ class DataError(RuntimeError):
         super().__init__(message)
 
 
-def resume_position(trainer, batch_size: int) -> tuple[int, int] | None:
+def resume_position(trainer, batch_size: int) -> tuple[int, int | None] | None:
     """(epoch, examples this rank already trained in it) when ``trainer`` is restarting from a
-    mid-epoch checkpoint, else None. Reads Lightning's restored ``batch_progress`` (made consistent
+    mid-epoch checkpoint, (epoch, None) from one written after the epoch's last batch (before the
+    epoch closed), else None. Reads Lightning's restored ``batch_progress`` (made consistent
     for the checkpoint that ``max_steps`` leaves by ``resume_where_fit_stopped``)."""
     if trainer is None or not trainer.fit_loop.restarting:
         return None
     progress = trainer.fit_loop.epoch_loop.batch_progress
-    if progress.current.ready:  # also after the last batch (rebuild_loop_state): the epoch has none left
+    if progress.is_last_batch:  # written after the epoch's last batch (rebuild_loop_state): none of it is left
+        return trainer.current_epoch, None
+    if progress.current.ready:
         return trainer.current_epoch, progress.current.ready * batch_size
     return None

@@ -69,8 +69,8 @@ def load_face(path: Path, image_size: int) -> torch.Tensor:
     from torchvision.transforms import functional as TF
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")  # decodes the whole file: a truncated JPEG fails here
+        with Image.open(path) as f:
+            im = f.convert("RGB")  # decodes the whole file: a truncated JPEG fails here
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise _corrupt(path, f"cannot decode it ({type(e).__name__}: {e})") from e
     if im.width < CROP or im.height < CROP:

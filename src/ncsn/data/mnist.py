@@ -143,7 +143,7 @@ class MnistDataModule(FileImageDataModule):
         for folder in candidate_folders(self.root):
             found = {n: find_file(folder, n) for pair in FILES.values() for n in pair}
             if all(found.values()):
-                return found
+                return {n: p for n, p in found.items() if p is not None}
         return None
 
     def _not_found(self) -> DataError:

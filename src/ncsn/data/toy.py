@@ -32,7 +32,8 @@ class ToyDataModule(L.LightningDataModule):
             raise ValueError(f"data.dim={dim}: the {mixture!r} mixture is {self.mixture.dim}-D")
         self.dim = dim
         self.n_train, self.n_val, self.batch_size, self.seed = n_train, n_val, batch_size, seed
-        self.train_set = self.val_set = None
+        self.train_set: TensorDataset | None = None  # both set by setup()
+        self.val_set: TensorDataset | None = None
         self.shuffle_seed = 0  # the run's seed (set by the training workflow)
 
     def setup(self, stage: str | None = None):

@@ -27,6 +27,7 @@ import copy
 import os
 import warnings
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,7 +164,7 @@ class FID(FrechetInceptionDistance):
         setattr(self, f"{side}_features_cov_sum", getattr(self, f"{side}_features_cov_sum") + f.t().mm(f))
         setattr(self, f"{side}_features_num_samples", getattr(self, f"{side}_features_num_samples") + f.shape[0])
         if not real:
-            self.fake_features.append(f.float())
+            self.fake_features.append(f.float())  # type: ignore[union-attr, operator]  # a list state
 
     def reset(self) -> None:
         """Forget the generated images (and the last KID); the real side stays."""
@@ -235,7 +236,7 @@ class FID(FrechetInceptionDistance):
     def real_sigma(self) -> np.ndarray:
         return self.real_stats()[1]
 
-    def compute(self) -> float:
+    def compute(self) -> float:  # type: ignore[override]  # a float, not torchmetrics' tensor
         """FID of the generated images since the last ``reset`` (all ranks' together; needs >= 2);
         also KID when real features are loaded (``kid_scores``)."""
         for side, count in (("generated", self.fake_features_num_samples), ("real", self.real_features_num_samples)):
@@ -255,14 +256,14 @@ class FID(FrechetInceptionDistance):
 
     def _fake(self) -> torch.Tensor:
         """The generated features (N, D) float32 (all ranks' inside ``compute``)."""
-        return self.fake_features if isinstance(self.fake_features, torch.Tensor) else torch.cat(self.fake_features)
+        feats: Any = self.fake_features  # a list state: a tensor once torchmetrics has gathered the ranks'
+        return feats if isinstance(feats, torch.Tensor) else torch.cat(feats)
 
     def scores(self, key: str = "fid") -> dict:
         """``{key: FID, 'kid'+rest: KID, 'kid_std'+rest: its std}`` (rest: what follows 'fid' in ``key``,
         e.g. 'fid/denoised' -> 'kid/denoised', 'kid_std/denoised'); KID only with real features."""
-        out = {key: self.compute()}
+        out, rest = {key: self.compute()}, key.removeprefix("fid")
         if self.kid_scores is not None:
-            rest = key.removeprefix("fid")
             out[f"kid{rest}"], out[f"kid_std{rest}"] = self.kid_scores[:2]
         if self.fid_ci is not None:
             out[f"fid_ci_low{rest}"], out[f"fid_ci_high{rest}"] = self.fid_ci
@@ -277,11 +278,20 @@ class FID(FrechetInceptionDistance):
 
     def fresh(self) -> FID:
         """A metric with the same extractor (shared, not copied) and real statistics, no generated images."""
-        memo = {id(self.inception): self.inception}
+        memo: dict[int, Any] = {id(self.inception): self.inception}
         memo.update({id(f): f for f in self.kid.real_features})
         other = copy.deepcopy(self, memo=memo)
         other.reset()
         return other
+
+
+def configured_scores(scores: dict, denoise: bool) -> dict:
+    """From ``scores`` of both variants (``FID.scores('fid/denoised')``, ``...('fid/no_denoise')``):
+    those of the samples the sampler's ``denoise`` gives, under the plain names (``fid``, ``kid``,
+    ``kid_std``, ``fid_ci_low``, ``fid_ci_high``)."""
+    suffix = "/denoised" if denoise else "/no_denoise"
+    names = ("fid", "kid", "kid_std", "fid_ci_low", "fid_ci_high")
+    return {k: scores[k + suffix] for k in names if k + suffix in scores}
 
 
 def build_fid(

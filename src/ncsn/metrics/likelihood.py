@@ -178,6 +178,6 @@ def heldout_bpd(
         nfe = res.nfe
         bar.update(len(index))
     bar.close()
-    bpd = torch.cat(bpd)
-    se = float(bpd.std() / math.sqrt(len(bpd))) if len(bpd) > 1 else float("nan")
-    return {"bpd": float(bpd.mean()), "bpd_se": se, "prior_fit": float(torch.cat(fit).mean()), "nfe": nfe}
+    per_image = torch.cat(bpd)
+    se = float(per_image.std() / math.sqrt(len(per_image))) if len(per_image) > 1 else float("nan")
+    return {"bpd": float(per_image.mean()), "bpd_se": se, "prior_fit": float(torch.cat(fit).mean()), "nfe": nfe}

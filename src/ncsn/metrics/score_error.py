@@ -168,17 +168,17 @@ def score_error_by_sigma(
                 err.append(weight * ((s_net - s_ref) ** 2).flatten(1).sum(1))
                 ref_sq.append(weight * (s_ref**2).flatten(1).sum(1))
                 neff.append(n_eff)
-        loss, floor, err, ref_sq = (torch.cat(v) for v in (loss, floor, err, ref_sq))
-        gap = loss - floor
-        n = len(loss)
+        loss_t, floor_t, err_t, ref_sq_t = (torch.cat(v) for v in (loss, floor, err, ref_sq))
+        gap = loss_t - floor_t
+        n = len(loss_t)
         rows.append(
             {
                 "sigma": s64,
-                "loss": float(loss.mean()),
-                "floor": float(floor.mean()),
+                "loss": float(loss_t.mean()),
+                "floor": float(floor_t.mean()),
                 "gap_se": float(gap.std() / math.sqrt(n)) if n > 1 else math.nan,
-                "score_error": float(err.mean()),
-                "rel_score_error": float(err.mean() / ref_sq.mean()),
+                "score_error": float(err_t.mean()),
+                "rel_score_error": float(err_t.mean() / ref_sq_t.mean()),
                 "n_eff": float(torch.cat(neff).median()),
                 "n": n,
             }

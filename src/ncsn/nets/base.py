@@ -26,6 +26,7 @@ class ScoreNet(nn.Module):
 
     #: evaluable at any sigma (``net(x, sigma)`` with a floating tensor)
     continuous: bool = False
+    sigmas: torch.Tensor  # the buffer registered in __init__
 
     def __init__(self, sigmas: torch.Tensor, scale_by_sigma: bool = True):
         super().__init__()

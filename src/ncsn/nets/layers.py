@@ -15,6 +15,7 @@ pooling have no bias, every other conv has one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,8 @@ class LevelNorm(nn.Module):
     def __init__(self, num_features: int, num_scales: int | None):
         super().__init__()
         self.conditional = num_scales is not None
-        if self.conditional:
+        self.norm: nn.Module
+        if num_scales is not None:
             self.norm = ConditionalInstanceNorm2dPlus(num_features, num_scales)
         else:
             self.norm = InstanceNorm2dPlus(num_features)
@@ -131,13 +133,13 @@ class MultiResolutionFusion(nn.Module):
         self.norms = nn.ModuleList(LevelNorm(c, num_scales) for c in in_planes) if normalize else None
 
     def forward(self, xs: Sequence[torch.Tensor], level_index: torch.Tensor, size) -> torch.Tensor:
-        out = 0.0
+        out: torch.Tensor | float = 0.0
         for k, x in enumerate(xs):
             if self.norms is not None:
                 x = self.norms[k](x, level_index)
             h = self.convs[k](x)
             out = out + F.interpolate(h, size=size, mode="bilinear", align_corners=True)
-        return out
+        return cast(torch.Tensor, out)  # xs is never empty
 
 
 class ChainedResidualPooling(nn.Module):

@@ -39,13 +39,15 @@ class ConditionalMLP(ScoreNet):
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         if self.continuous:
             self.features = SigmaFeatures()
-            self.embeds = nn.ModuleList(nn.Linear(self.features.dim, hidden) for _ in range(num_layers))
-            for e in self.embeds:
-                nn.init.zeros_(e.bias)
+            linears = [nn.Linear(self.features.dim, hidden) for _ in range(num_layers)]
+            for lin in linears:
+                nn.init.zeros_(lin.bias)
+            self.embeds = nn.ModuleList(linears)
         else:
-            self.embeds = nn.ModuleList(nn.Embedding(num_scales, hidden) for _ in range(num_layers))
-            for e in self.embeds:
-                nn.init.zeros_(e.weight)
+            embeddings = [nn.Embedding(num_scales, hidden) for _ in range(num_layers)]
+            for emb in embeddings:
+                nn.init.zeros_(emb.weight)
+            self.embeds = nn.ModuleList(embeddings)
         self.out = nn.Linear(hidden, dim)
         self.act = nn.Softplus()
 

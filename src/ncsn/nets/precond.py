@@ -44,7 +44,6 @@ Plain torch.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..core.checks import is_number
 from .base import ScoreNet
@@ -64,7 +63,7 @@ class EDMPrecond(ScoreNet):
 
     continuous = True
 
-    def __init__(self, net: nn.Module, sigma_data: float = 0.5):
+    def __init__(self, net: ScoreNet, sigma_data: float = 0.5):
         super().__init__(net.sigmas, scale_by_sigma=False)
         if not getattr(net, "continuous", False):
             raise ValueError(

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,8 +85,8 @@ def family_of(net: nn.Module) -> str:
 
 def _unit(k: str) -> str:
     """Index K of our residual conv unit convs/norms -> the reference's ``i_j`` (1-based)."""
-    k = int(k)
-    return f"{k // 2 + 1}_{k % 2 + 1}"
+    i = int(k)
+    return f"{i // 2 + 1}_{i % 2 + 1}"
 
 
 _STAGE = re.compile(r"^body\.stages\.(\d+)\.(\d+)\.(norm1|norm2|conv1|conv2|shortcut)\.(?:norm\.)?(.+)$")
@@ -107,7 +108,8 @@ def reference_key(key: str, net: nn.Module) -> str | None:
     m = _STAGE.match(key)
     if m:
         stage, block, part, leaf = m.groups()
-        down = net.body.stages[int(stage)][int(block)].downsample
+        body: Any = net.body
+        down = body.stages[int(stage)][int(block)].downsample
         name = {"norm1": "normalize1", "norm2": "normalize2"}.get(part, part)
         if down and part in ("conv2", "shortcut"):
             name += ".conv"  # the reference's ConvMeanPool wraps the conv

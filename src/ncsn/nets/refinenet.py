@@ -79,15 +79,16 @@ class RefineNetCascade(nn.Module):
     def forward(self, x: torch.Tensor, level_index: torch.Tensor) -> torch.Tensor:
         h = self.begin_conv(2.0 * x - 1.0)
         features = []
-        for stage in self.stages:
+        stage: nn.ModuleList
+        for stage in self.stages:  # type: ignore[assignment]  # a ModuleList of ModuleLists
             for block in stage:
                 h = block(h, level_index)
             features.append(h)
-        h = None
+        out: torch.Tensor | None = None
         for refine, feat in zip(self.refines, reversed(features)):
-            xs = [feat] if h is None else [feat, h]
-            h = refine(xs, level_index, feat.shape[2:])
-        return self.end_conv(self.act(self.end_norm(h, level_index)))
+            xs = [feat] if out is None else [feat, out]
+            out = refine(xs, level_index, feat.shape[2:])
+        return self.end_conv(self.act(self.end_norm(out, level_index)))
 
 
 class CondRefineNetDilated(ScoreNet):
@@ -105,5 +106,6 @@ class CondRefineNetDilated(ScoreNet):
         )
 
     def forward(self, x: torch.Tensor, level_index: torch.Tensor) -> torch.Tensor:
-        level_index, _ = self.noise_level(level_index)  # level indices only (not sigma-continuous)
-        return self.body(x, level_index)
+        index, _ = self.noise_level(level_index)  # level indices only (not sigma-continuous)
+        assert index is not None  # noise_level refuses a sigma for a level-conditioned net
+        return self.body(x, index)

@@ -22,10 +22,11 @@ def _level_norm(channels: int, num_scales: int, conditioning: str, num_features:
         return _Unconditional(InstanceNorm2dPlus(channels))
     norm = ConditionalInstanceNorm2dPlus(channels, 1)
     init = norm.embed.weight.detach()[0].clone()  # gamma, alpha ~ N(1, 0.02), beta = 0
-    norm.embed = nn.Linear(num_features, 3 * channels)
+    embed = nn.Linear(num_features, 3 * channels)
     with torch.no_grad():
-        norm.embed.weight.zero_()
-        norm.embed.bias.copy_(init)
+        embed.weight.zero_()
+        embed.bias.copy_(init)
+    norm.embed = embed  # type: ignore[assignment]  # a linear map of sigma features in place of the Embedding
     return norm
 
 

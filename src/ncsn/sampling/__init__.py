@@ -6,10 +6,10 @@ function ``score(x, cond)`` (cond: level indices, or sigmas for sigma-continuous
     interpolation.py NCSNv2 interpolation: slerped noise streams, any kind
     cas.py, pc.py, ode.py  consistent annealed sampling, predictor-corrector, probability-flow ODE
     grid.py          the sigmas a sampler visits (training levels, geometric or Karras spacing)
-    kinds.py         the table of sampler kinds (``KINDS``)
+    kinds.py         the sampler kinds as objects (Annealed, Langevin, CAS, PC, ODE): settings, run, NFE
+    euler.py         Euler on the probability-flow ODE: a whole kind in one file
     seeds.py         noise sources: per-sample seeds, one generator, slerped pairs
-    sampler.py       ``Sampler``: the configured sampler every caller uses
-    frames.py        what each kept frame of a run shows (mode=progression's labels)
+    sampler.py       ``Sampler``: a kind plus the shared settings; ``Sampler.draw``, what every caller uses
     toy_panels.py    the samples and score fields of NCSN Fig. 3 (drawn by ``figures.toy_figure``)
 
 Nothing here knows about Lightning or Hydra. Noise levels follow ``ncsn.core.sigmas``: index 0 =
@@ -17,8 +17,9 @@ largest sigma.
 """
 
 from .cas import consistent_annealed
+from .euler import Euler
 from .grid import NoiseGrid, karras_sigmas, noise_grid
-from .kinds import KINDS
+from .kinds import CAS, ODE, PC, Annealed, Kind, Langevin
 from .langevin import LangevinResult, LoopHooks, ScoreFn, Stage, annealed_langevin, langevin, langevin_loop
 from .ode import heun_path, probability_flow
 from .pc import predictor_corrector
@@ -26,7 +27,13 @@ from .sampler import Sampler, dataset_mean
 from .seeds import GeneratorNoise, SampleNoise, SlerpNoise, slerp
 
 __all__ = [
-    "KINDS",
+    "CAS",
+    "ODE",
+    "PC",
+    "Annealed",
+    "Euler",
+    "Kind",
+    "Langevin",
     "GeneratorNoise",
     "LangevinResult",
     "LoopHooks",

@@ -2,7 +2,7 @@
 matching and improved sampling for image generation", Algorithm 2).
 
 One step per noise level, with the step size of annealed Langevin, alpha_i = eta sigma_i^2,
-eta = step_lr / sigma_L^2, and a noise coefficient chosen so that the iterate's noise stays at
+eta (the paper's eps / sigma_L^2, ``sampler.eta``), and a noise coefficient chosen so that the iterate's noise stays at
 the schedule's level: with the score s ~ (D(x) - x) / sigma_i^2 (D the denoiser),
 
     x_{i+1} = x_i + eta sigma_i^2 s(x_i, sigma_i) + beta_i sigma_{i+1} z,
@@ -32,18 +32,15 @@ from .langevin import LangevinResult, NoiseFn, ScoreFn, progress_bar
 
 
 def cas_betas(sigmas, eta: float) -> list:
-    """beta_i for i = 0 .. L-2; ValueError (naming sampler.step_lr) where one is not real."""
+    """beta_i for i = 0 .. L-2; ValueError (naming sampler.eta) where one is not real."""
     betas = []
     for s, s_next in zip(sigmas[:-1], sigmas[1:]):
         b2 = 1.0 - (1.0 - eta) ** 2 * (s / s_next) ** 2
         if b2 < -1e-12:
             r = min(b / a for a, b in zip(sigmas[:-1], sigmas[1:]))  # the smallest sigma_(i+1) / sigma_i
-            lo, hi = 1.0 - r, 1.0 + r
             raise ValueError(
-                f"sampler.step_lr={eta * sigmas[-1] ** 2:.3g} is invalid for kind=cas on this grid: eta = "
-                f"step_lr / sigma_L^2 = {eta:.4g} must be >= 1 - sigma_(i+1) / sigma_i = {lo:.4g} and <= {hi:.4g}, "
-                f"i.e. sampler.step_lr in [{lo * sigmas[-1] ** 2:.3g}, {hi * sigmas[-1] ** 2:.3g}] "
-                "(CAS's noise coefficient is not real outside)"
+                f"sampler.eta={eta:.4g} is invalid for kind=cas on this grid: must be >= 1 - sigma_(i+1) / sigma_i "
+                f"= {1.0 - r:.4g} and <= {1.0 + r:.4g} (CAS's noise coefficient is not real outside)"
             )
         betas.append(math.sqrt(max(b2, 0.0)))
     return betas
@@ -54,15 +51,15 @@ def consistent_annealed(
     score: ScoreFn,
     x: torch.Tensor,
     grid: NoiseGrid,
-    step_lr: float,
+    eta: float,
     noise: NoiseFn,
     denoise: bool = False,
     keep_frames: bool = False,
     progress: bool = True,
 ) -> LangevinResult:
-    """CAS on ``grid`` from the initial state ``x`` (the paper: x ~ N(0, sigma_1^2 I))."""
+    """CAS on ``grid`` from the initial state ``x`` (the paper: x ~ N(0, sigma_1^2 I)) with the
+    dimensionless step ``eta`` (the paper's eps = eta sigma_L^2)."""
     sig = list(grid.sigmas)
-    eta = step_lr / sig[-1] ** 2
     betas = cas_betas(sig, eta)
     frames = []
     bar = progress_bar(len(sig), "CAS", progress)

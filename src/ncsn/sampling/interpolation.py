@@ -6,7 +6,7 @@ N(mean, sigma_max^2) as mean + sigma_max g) and every step's z. Two seeds give t
 streams (``seeds.SampleNoise``); slerping both streams at every draw gives a row of samples that
 moves from the sample of seed a to the sample of seed b, with any sampler kind (for the ODE only
 the initial noise is slerped). The endpoints ARE the samples of the seeds alone: row n's ends are
-sample n of ``sampler(score, sigmas, shape, seed_a)`` and of ``seed_b``.
+sample n of ``sampler.draw(score, sigmas, shape, seed_a)`` and of ``seed_b``.
 (ermongroup/ncsnv2 mixes the step noise as sin(theta) z_a + cos(theta) z_b, which is slerp for
 orthogonal z_a, z_b, i.e. for independent high-dimensional noise; here the exact slerp is used
 so that the endpoints are bit-for-bit the seeds' noise.)
@@ -23,13 +23,6 @@ from .seeds import SampleNoise, SlerpNoise, slerp, uniform_from_gaussian
 __all__ = ["SlerpNoise", "interpolate", "sample_from_seed", "slerp", "uniform_from_gaussian"]
 
 
-def _run(sampler, score, sigmas, shape, source, progress, data_mean):
-    continuous = bool(getattr(score, "continuous", False))
-    grid = sampler.grid(sigmas, continuous)
-    x0 = sampler.initial_state(source, tuple(shape[1:]), grid.sigmas[0], data_mean)
-    return sampler.run(sampler.wrap(score), sigmas, x0, source, continuous, progress=progress).samples
-
-
 def sample_from_seed(
     sampler: Sampler,
     score: ScoreFn,
@@ -41,9 +34,9 @@ def sample_from_seed(
     data_mean=None,
 ) -> torch.Tensor:
     """``shape[0]`` samples of per-sample shape ``shape[1:]`` driven by ``seed``'s noise: the
-    endpoints of ``interpolate`` (equal to ``sampler(score, sigmas, shape[1:], seed, n=shape[0])``)."""
+    endpoints of ``interpolate`` (equal to ``sampler.draw(score, sigmas, shape[1:], seed, n=shape[0])``)."""
     source = SampleNoise(seed, torch.arange(shape[0]), device)
-    return _run(sampler, score, sigmas, shape, source, progress, data_mean)
+    return sampler.draw(score, sigmas, shape[1:], noise=source, progress=progress, data_mean=data_mean).samples
 
 
 def interpolate(
@@ -71,5 +64,5 @@ def interpolate(
     t = torch.arange(n_interp, dtype=torch.float64) / (n_interp - 1)
     rows = torch.arange(shape[0])
     source = SlerpNoise(SampleNoise(seed_a, rows, device), SampleNoise(seed_b, rows, device), t)
-    out = _run(sampler, score, sigmas, (shape[0] * n_interp, *shape[1:]), source, progress, data_mean)
+    out = sampler.draw(score, sigmas, shape[1:], noise=source, progress=progress, data_mean=data_mean).samples
     return out.reshape(shape[0], n_interp, *shape[1:])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .kinds import Annealed
 from .langevin import ScoreFn, annealed_langevin, langevin
 
 _KEYS = ("data", "langevin", "annealed")
@@ -97,3 +98,22 @@ def toy_panels(
         mixture, sigmas, learned_score, lim
     )
     return panels
+
+
+def sampler_panels(mixture, sigmas: torch.Tensor, sampler, score: ScoreFn, seed: int, learned_samples) -> ToyPanels:
+    """``toy_panels`` for a configured ``Sampler`` (any kind) and the samples it drew with the
+    learned ``score``: its sample count and start range; panels (b), (c) with its step size and
+    steps per level when it is annealed Langevin, else with ``toy_panels``' (NCSN Fig. 3's)."""
+    kind = sampler.kind
+    steps = {"step_lr": kind.step_lr, "n_steps_each": kind.n_steps_each} if isinstance(kind, Annealed) else {}
+    return toy_panels(
+        mixture,
+        sigmas,
+        sampler.wrap(score),
+        n=sampler.n_samples,
+        seed=seed,
+        init_low=sampler.init_low,
+        init_high=sampler.init_high,
+        learned_samples=learned_samples,
+        **steps,
+    )

@@ -14,10 +14,11 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from ..core.checks import is_int
 from ..core.figures import save_loss_by_sigma, save_samples_figure
 from ..core.loss_by_sigma import FILENAME, by_step, read_loss_by_sigma, write_loss_by_sigma
-from ..data.base import train_split
-from ..sampling import Sampler, dataset_mean
+from ..metrics.fid import configured_scores
+from ..sampling import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,11 @@ def log_image_file(trainer: L.Trainer, key: str, path: Path) -> None:
 def samples_interval_error(every_n_epochs: int, check_val_every_n_epoch: int | None) -> str | None:
     """Samples (and FID) are drawn after a validation: ``every_n_epochs`` must be a multiple of the
     validation interval (else they would come only every least common multiple). The message, or
-    None when it is. ``SampleCallback.setup`` and the pre-flight check (``validate_train``) call this."""
+    None when it is. ``SampleCallback`` (constructor and setup) and the pre-flight check
+    (``validate_train``) call this."""
     val_every = check_val_every_n_epoch or 1  # null: validation is step-based, every epoch may hold one
+    if not (is_int(every_n_epochs) and every_n_epochs >= 1):
+        return f"callbacks.samples.every_n_epochs={every_n_epochs!r} is invalid: must be an integer >= 1"
     if every_n_epochs % val_every:
         return (
             f"callbacks.samples.every_n_epochs={every_n_epochs} is invalid: must be a multiple of "
@@ -52,6 +56,8 @@ class SampleCallback(Callback):
     ``fid`` and KID (``kid``, ``kid_std``) are logged (the configured sampler's output); with
     ``denoise_both`` also
     ``fid/denoised`` and ``fid/no_denoise``. ``sample/nfe``: network evaluations per sample.
+    ``data_mean``: the centre of the sampler's Gaussian start (``init_mean='data'``), computed by
+    the training workflow when it prepares the run; None when the sampler does not use it.
     """
 
     def __init__(
@@ -63,14 +69,15 @@ class SampleCallback(Callback):
         fid_samples: int = 1000,
         denoise_both: bool = False,
         fid=None,
+        data_mean: torch.Tensor | None = None,
     ):
-        if every_n_epochs < 1:
-            raise ValueError(f"callbacks.samples.every_n_epochs={every_n_epochs} must be >= 1")
+        if error := samples_interval_error(every_n_epochs, None):
+            raise ValueError(error)
         if fid_samples < 2:
             raise ValueError(f"callbacks.samples.fid_samples={fid_samples} must be >= 2")
         self.sampler, self.out_dir, self.every_n_epochs, self.seed = sampler, Path(out_dir), every_n_epochs, seed
         self.fid_samples, self.denoise_both = fid_samples, denoise_both
-        self.fid = fid
+        self.fid, self.data_mean = fid, data_mean
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         error = samples_interval_error(self.every_n_epochs, trainer.check_val_every_n_epoch)
@@ -90,7 +97,7 @@ class SampleCallback(Callback):
         was_training = net.training
         net.eval()
         start = time.perf_counter()
-        res = self.sampler(
+        res = self.sampler.draw(
             net,
             pl_module.sigmas,
             tuple(trainer.datamodule.data_shape),
@@ -100,7 +107,7 @@ class SampleCallback(Callback):
             # one progress display at a time: no sampler bar inside the trainer's progress bar
             progress=trainer.is_global_zero and trainer.progress_bar_callback is None,
             denoise=True if (self.fid is not None and self.denoise_both) else None,
-            data_mean=self.data_mean(trainer.datamodule, pl_module.device),
+            data_mean=self.data_mean,
         )
         elapsed = time.perf_counter() - start
         net.train(was_training)
@@ -128,14 +135,6 @@ class SampleCallback(Callback):
             save_samples_figure(grid, path, trainer.datamodule)
             log_image_file(trainer, "samples", path)
 
-    def data_mean(self, datamodule, device):
-        """The training data's mean (once), for a Gaussian initial state centred on it; else None."""
-        if not self.sampler.wants_data_mean:
-            return None
-        if getattr(self, "_data_mean", None) is None:
-            self._data_mean = dataset_mean(train_split(datamodule))
-        return self._data_mean.to(device)
-
     def compute_fid(self, trainer, pl_module, res) -> dict:
         """FID of every rank's samples together (the statistics are summed across ranks)."""
         self.fid.to(pl_module.device)
@@ -150,9 +149,7 @@ class SampleCallback(Callback):
             self.fid.update(images.clamp(0, 1))  # the extractor runs fid.batch_size images at a time
             out.update(self.fid.scores(name))  # FID and KID; torchmetrics sums the states across DDP ranks here
         if self.denoise_both:
-            pick = "/denoised" if self.sampler.denoise else "/no_denoise"
-            picked = ("fid", "kid", "kid_std", "fid_ci_low", "fid_ci_high")
-            out.update({k: out[k + pick] for k in picked if k + pick in out})
+            out.update(configured_scores(out, self.sampler.denoise))
         return out
 
 

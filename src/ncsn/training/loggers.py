@@ -200,7 +200,7 @@ def make_wandb_logger(
             log_model,
         )
         log_model = False
-    if resolved == "online" and rank_zero_only.rank == 0:
+    if resolved == "online" and rank_zero_only.rank == 0:  # type: ignore[attr-defined]
         check_online(mode)
     os.makedirs(save_dir, exist_ok=True)
     return NcsnWandbLogger(
@@ -262,7 +262,7 @@ class ResumableCSVLogger(CSVLogger):
         if self._experiment is None:
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
-        return self._experiment
+        return self._experiment  # type: ignore[return-value]  # Lightning's own CSVLogger does the same
 
     def log_metrics(self, metrics, step=None):
         """Rows carry ``step`` = trainer.global_step (see LOGGING_STEP_OFFSET)."""
@@ -291,7 +291,8 @@ def trim_metrics(path, resume_step: int, val_pending: bool = False) -> int:
     header, body = rows[0], rows[1:]
     step_col = header.index("step") if "step" in header else None
     train_cols = [header.index(c) for c in TRAIN_COLUMNS if c in header]
-    keep, drop = [], []
+    keep: list[list[str]] = []
+    drop: list[list[str]] = []
     for row in body:
         try:
             if len(row) != len(header) or step_col is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import lightning as L
 
@@ -36,7 +37,9 @@ class TrialPruning(L.Callback):
         self.storage, self.study_name, self.trial_number = storage, study_name, trial_number
         self.pruner, self.monitor = pruner, monitor
         self.pruned = False
-        self._trial = self._storage = self._trial_id = None
+        self._trial: Any = None  # optuna's trial, storage and trial id, opened by trial()
+        self._storage: Any = None
+        self._trial_id: Any = None
 
     def trial(self):
         if self._trial is None:

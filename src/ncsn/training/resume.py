@@ -28,8 +28,8 @@ import torch
 def capture_rng_states() -> dict:
     """Python, NumPy and torch (CPU, CUDA) generator states as plain tensors and numbers, so a
     checkpoint holding them still loads with torch's weights-only unpickler."""
-    np_state = np.random.get_state()
-    states = {
+    np_state: tuple = np.random.get_state()  # type: ignore[assignment]  # legacy=True: a tuple
+    states: dict = {
         "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
         "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]],
         "torch": torch.get_rng_state(),
@@ -121,7 +121,10 @@ def rebuild_loop_state(checkpoint: dict) -> None:
       without its validation (and start the next one uncounted). The batch is recorded as
       completed; if validation was due, the validation loop is recorded as started and not
       finished, so Lightning runs it on restart, at the same step as a straight run; if not, the
-      step counter Lightning would have advanced after the batch is advanced here.
+      step counter Lightning would have advanced after the batch is advanced here. The training
+      sampler yields nothing more of that epoch (``data.base.resume_position``): Lightning, which
+      does not end a restarted epoch before its validation has run, would otherwise train one more
+      batch in it wherever ``trainer.limit_train_batches`` ends epochs before their data does.
     """
     progress = checkpoint.get(PROGRESS_KEY)
     loop = (checkpoint.get("loops") or {}).get("fit_loop")

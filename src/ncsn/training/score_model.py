@@ -1,22 +1,26 @@
 """The LightningModule: a noise-conditional score network trained with annealed DSM.
 
-Thin glue: the loss is ``ncsn.core.losses.dsm_loss``, the noise levels are the network's
-``sigmas`` buffer (made once by ``ncsn.core.sigmas.make_sigmas``), the EMA is torch's
-``AveragedModel``. Validation and sampling use the EMA weights (``score_net``).
+Thin glue: the loss is a ``ncsn.core.losses.DSMLoss``, the optimizer a partial such as
+``ncsn.training.optimizer.Adam``, the non-finite and exploding-loss rules a
+``ncsn.training.guards.NonFiniteGuard``; each checks its own settings when it is made. The noise
+levels are the network's ``sigmas`` buffer (made once by ``ncsn.core.sigmas.make_sigmas``), the EMA
+is torch's ``AveragedModel``. Validation and sampling use the EMA weights (``score_net``).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 
 import lightning as L
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
-from ..core.losses import LevelLoss, dsm_loss
-from ..core.speed import adam_kwargs, maybe_compile
+from ..core.checks import is_number
+from ..core.losses import DSMLoss, LevelLoss
+from ..core.speed import maybe_compile
+from .guards import NonFiniteGuard
+from .optimizer import Adam
 from .resume import (
     PROGRESS_KEY,
     align_logging_step,
@@ -35,7 +39,8 @@ class EmaUpdate:
     callable: ``ddp_spawn`` pickles the model, and torch's local function cannot be pickled."""
 
     def __init__(self, decay: float):
-        get_ema_multi_avg_fn(decay)  # torch's own check of the decay's range
+        if not (is_number(decay) and 0 <= decay < 1):
+            raise ValueError(f"optim.ema_decay={decay!r} is invalid: must be null or a number in [0, 1)")
         self.decay = decay
 
     @torch.no_grad()
@@ -47,70 +52,30 @@ class EmaUpdate:
                 p_ema.copy_(p_ema * self.decay + p_model * (1 - self.decay))
 
 
-NONFINITE_POLICIES = ("raise", "skip")
-SIGMA_SAMPLING = ("levels", "continuous", "lognormal")
-WEIGHTINGS = ("power", "edm")
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-
 class ScoreModel(L.LightningModule):
+    """``net`` trained with ``loss`` (default ``DSMLoss()``) by the optimizer that the partial
+    ``optimizer(params, device)`` makes (default ``Adam()``; a resume re-applies its ``hparams``),
+    its weights averaged with ``ema_decay`` (None: no EMA), non-finite and exploding losses handled
+    by ``guard`` (default ``NonFiniteGuard()``)."""
+
     def __init__(
         self,
         net: nn.Module,
-        lr: float = 1e-3,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        amsgrad: bool = False,
+        loss: DSMLoss | None = None,
+        optimizer: Adam | None = None,
         ema_decay: float | None = 0.999,
-        anneal_power: float = 2.0,
-        sigma_sampling: str = "levels",
-        lognormal_mean: float = -1.2,
-        lognormal_std: float = 1.2,
-        weighting: str = "power",
-        on_nonfinite: str = "raise",
-        max_skipped: int | None = 100,
-        explode_factor: float | None = 1000.0,
-        val_levels_per_image: int | None = None,
-        fused: bool | str = "auto",
+        guard: NonFiniteGuard | None = None,
         compile_net: bool = False,
         compile_mode: str | None = None,
         config: dict | None = None,
     ):
         super().__init__()
-        if on_nonfinite not in NONFINITE_POLICIES:
-            raise ValueError(f"on_nonfinite={on_nonfinite!r} must be one of {NONFINITE_POLICIES}")
         self.net = net
-        self.lr, self.betas, self.eps, self.weight_decay, self.amsgrad = lr, (beta1, beta2), eps, weight_decay, amsgrad
-        self.anneal_power = anneal_power
-        if sigma_sampling not in SIGMA_SAMPLING:
-            raise ValueError(f"sigma_sampling={sigma_sampling!r} must be one of {SIGMA_SAMPLING}")
-        if sigma_sampling != "levels" and not getattr(net, "continuous", False):
-            raise ValueError(
-                f"loss.sigma_sampling={sigma_sampling!r} is invalid for this model: it is conditioned on level indices "
-                "(use model=ncsnv2, or model.conditioning=sigma or none for mlp / small_conv)"
-            )
-        self.continuous = sigma_sampling != "levels"
-        self.lognormal = (lognormal_mean, lognormal_std) if sigma_sampling == "lognormal" else None
-        if weighting not in WEIGHTINGS:
-            raise ValueError(f"loss.weighting={weighting!r} is invalid: must be one of {WEIGHTINGS}")
-        if weighting == "edm" and getattr(net, "sigma_data", None) is None:
-            raise ValueError("loss.weighting='edm' is invalid for this model: it needs model.precond=edm")
-        # training only: validation stays in sigma^anneal_power (comparable across runs)
-        self.sigma_data = net.sigma_data if weighting == "edm" else None
-        self.on_nonfinite = on_nonfinite
-        self.max_skipped, self.explode_factor = max_skipped, explode_factor
-        self.loss_warning: str | None = None  # set once when the loss explodes (results.json)
-        self._loss_min = math.inf
+        self.loss = DSMLoss() if loss is None else loss
+        self.loss.check_net(net)
+        self.make_optimizer = Adam() if optimizer is None else optimizer
+        self.guard = NonFiniteGuard() if guard is None else guard
         self._in_batch = self._epoch_closed = False  # where fit stands (for PROGRESS_KEY)
-        if val_levels_per_image is not None and val_levels_per_image < 1:
-            raise ValueError(f"val_levels_per_image={val_levels_per_image} must be None or >= 1")
-        self.val_levels_per_image = val_levels_per_image
-        self.fused = fused
         # The compiled network shares the parameters of self.net; kept out of the module tree so
         # checkpoints and the EMA copy see only self.net's keys.
         self.__dict__["train_net"] = maybe_compile(net, compile_net, compile_mode)
@@ -152,19 +117,10 @@ class ScoreModel(L.LightningModule):
         resume_where_fit_stopped(checkpoint)
         self.apply_configured_optimizer(checkpoint)
 
-    def optimizer_hparams(self) -> dict:
-        return {
-            "lr": self.lr,
-            "betas": tuple(self.betas),
-            "eps": self.eps,
-            "weight_decay": self.weight_decay,
-            "amsgrad": self.amsgrad,
-        }
-
     def apply_configured_optimizer(self, checkpoint: dict) -> None:
         """Resume honours the config it runs with: the configured optimizer hyperparameters
         replace the ones saved with the optimizer state (its moments are kept); changes are logged."""
-        wanted = self.optimizer_hparams()
+        wanted = self.make_optimizer.hparams
         for state in checkpoint.get("optimizer_states") or []:
             for group in state.get("param_groups", []):
                 changed = {k: (group[k], v) for k, v in wanted.items() if k in group and _differs(group[k], v)}
@@ -190,59 +146,29 @@ class ScoreModel(L.LightningModule):
     # -- training ------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):
         x = batch[0]
-        out = dsm_loss(
-            self.train_net,
-            x,
-            self.sigmas,
-            self.anneal_power,
-            continuous=self.continuous,
-            lognormal=self.lognormal,
-            sigma_data=self.sigma_data,
-        )
+        out = self.loss(self.train_net, x, self.sigmas, sigma_data=getattr(self.net, "sigma_data", None))
         if not torch.isfinite(out.loss):
             bad = torch.unique(out.level_index[~torch.isfinite(out.per_example)]).tolist()
             sig = [round(float(self.sigmas[i]), 6) for i in bad]
-            msg = (
+            self.guard.nonfinite(
                 f"non-finite DSM loss at global step {self.global_step} (epoch {self.current_epoch}); "
-                f"offending noise level indices {bad} (sigma {sig})"
+                f"offending noise level indices {bad} (sigma {sig})",
+                int(self.skipped_batches) + 1,
             )
-            if self.on_nonfinite == "raise":
-                raise NonFiniteLossError(msg + ". Set loss.on_nonfinite=skip to skip such batches.")
             self.skipped_batches += 1
             self.log("train/skipped_batches", self.skipped_batches.float(), on_step=True)
-            if self.max_skipped is not None and int(self.skipped_batches) > self.max_skipped:
-                raise NonFiniteLossError(
-                    f"{msg}; {int(self.skipped_batches)} batches skipped, more than loss.max_skipped={self.max_skipped}"
-                )
             return None  # Lightning skips the optimizer step
         self.log("train/loss", out.loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=len(x))
-        self.watch_loss(float(out.loss.detach()))
+        self.guard.watch(float(out.loss.detach()), self.global_step)
         return out.loss
 
-    def watch_loss(self, loss: float) -> None:
-        """Warn once (logged, and kept in ``loss_warning`` for results.json) when the training loss
-        exceeds ``explode_factor`` times its running minimum: a finite but exploding loss."""
-        self._loss_min = min(self._loss_min, loss)
-        if self.explode_factor is None or self.loss_warning is not None or self._loss_min <= 0:
-            return
-        if loss > self.explode_factor * self._loss_min:
-            self.loss_warning = (
-                f"training loss exploding: {loss:.4g} at global step {self.global_step}, "
-                f"{loss / self._loss_min:.3g} times its running minimum {self._loss_min:.4g} "
-                f"(loss.explode_factor={self.explode_factor}); consider a lower optim.lr"
-            )
-            log.warning(self.loss_warning)
+    @property
+    def loss_warning(self) -> str | None:
+        """The exploding-loss warning (for results.json), or None."""
+        return self.guard.warning
 
     def configure_optimizers(self):
-        return torch.optim.Adam(
-            self.net.parameters(),
-            lr=self.lr,
-            betas=self.betas,
-            eps=self.eps,
-            weight_decay=self.weight_decay,
-            amsgrad=self.amsgrad,
-            **adam_kwargs(self.device, self.fused),
-        )
+        return self.make_optimizer(self.net.parameters(), self.device)
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None):
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
@@ -251,10 +177,10 @@ class ScoreModel(L.LightningModule):
 
     # -- validation: DSM loss per noise level on held-out data, EMA weights ---------------
     def on_validation_epoch_start(self):
-        self._val = LevelLoss(len(self.sigmas), self.val_levels_per_image, self.device)
+        self._val = LevelLoss(len(self.sigmas), self.loss.val_levels_per_image, self.device)
 
     def validation_step(self, batch, batch_idx):
-        """Every image of the batch at ``val_levels_per_image`` levels (default: all L levels, so L
+        """Every image of the batch at ``loss.val_levels_per_image`` levels (default: all L levels, so L
         forward passes per validation image; see ``ncsn.core.losses.LevelLoss``), in chunks of the batch
         size. The noise is drawn from a generator fixed per (batch, rank): the loss is comparable
         across validations."""
@@ -262,7 +188,7 @@ class ScoreModel(L.LightningModule):
         g = torch.Generator(device=x.device).manual_seed(10_000 + batch_idx + 1_000_003 * self.global_rank)
         image, level = self._val.pairs_for(len(x))
         for img, lev in zip(image.split(len(x)), level.split(len(x))):
-            out = dsm_loss(self.score_net, x[img], self.sigmas, self.anneal_power, generator=g, level_index=lev)
+            out = self.loss.at_levels(self.score_net, x[img], self.sigmas, lev, g)
             self._val.add(out.per_example, lev)
 
     def on_validation_epoch_end(self):

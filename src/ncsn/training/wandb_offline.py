@@ -72,7 +72,7 @@ def read_offline_run(path: str | Path) -> dict:
     metrics: dict = {}
     history: list = []
     for payload in _payloads(find_run_file(path).read_bytes()):
-        record = pb.Record()
+        record = pb.Record()  # type: ignore[attr-defined]  # generated protobuf code
         record.ParseFromString(payload)
         kind = record.WhichOneof("record_type")
         if kind == "run":

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import re
 
 import torch
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..core.noise_design import design_noise
+from ..data.base import train_split
 from ..nets.precond import PRECONDS, EDMPrecond
-from .config import MODEL_WRAPPER_KEYS, ConfigError, validate_sigmas
+from ..sampling import Sampler, dataset_mean
+from ..training.guards import NonFiniteGuard
+from ..training.score_model import EmaUpdate, ScoreModel
+from .config import (
+    GUARD_KEYS,
+    MODEL_WRAPPER_KEYS,
+    SAMPLER_SHARED,
+    WRAPPER_KEYS,
+    ConfigError,
+    check_targets,
+    validate_sigmas,
+)
 from .overrides import REQUESTED, user_set_keys
 from .wandb_run import job_identity, resume_arguments
 
@@ -50,14 +63,46 @@ def build_net(model_cfg: DictConfig, sigmas: torch.Tensor):
     """The configured net; with ``model.precond=edm`` wrapped in EDM's preconditioning (a score still)."""
     wrapper = {k: model_cfg[k] for k in MODEL_WRAPPER_KEYS if k in model_cfg}
     with user_errors("model"):
-        node = model_cfg
-        if wrapper:  # the target takes none of these keys
-            node = {k: v for k, v in OmegaConf.to_container(model_cfg, resolve=True).items() if k not in wrapper}
-        net = instantiate(node, sigmas=sigmas)
+        net = instantiate(target_node(model_cfg, MODEL_WRAPPER_KEYS), sigmas=sigmas)
         precond = wrapper.get("precond", "none")
         if precond not in PRECONDS:
             raise ValueError(f"model.precond={precond!r} is invalid: must be one of {PRECONDS}")
         return EDMPrecond(net, wrapper.get("sigma_data", 0.5)) if precond == "edm" else net
+
+
+def target_node(node: DictConfig, wrapper_keys) -> DictConfig | dict:
+    """``node`` without the keys its ``_target_`` does not take (``config.WRAPPER_KEYS``)."""
+    if not any(k in node for k in wrapper_keys):
+        return node
+    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in wrapper_keys}
+
+
+def build_training(cfg: DictConfig) -> dict:
+    """ScoreModel's pieces from ``loss.*`` and ``optim.*``: the loss, the optimizer partial, the
+    training guard and the EMA decay. Each value is checked by the constructor that uses it (so
+    the pre-flight check, ``config.validate_train``, calls this)."""
+    with user_errors("loss"):
+        loss = instantiate(target_node(cfg.loss, WRAPPER_KEYS["loss"]))
+        guard = NonFiniteGuard(**{k: cfg.loss[k] for k in GUARD_KEYS if k in cfg.loss})
+    with user_errors("optim"):
+        optimizer = instantiate(target_node(cfg.optim, WRAPPER_KEYS["optim"]))
+        ema_decay = cfg.optim.get("ema_decay")
+        if ema_decay is not None:
+            EmaUpdate(ema_decay)
+    return {"loss": loss, "optimizer": optimizer, "guard": guard, "ema_decay": ema_decay}
+
+
+def build_model(cfg: DictConfig, net, resolved: dict) -> ScoreModel:
+    """The LightningModule: ``net`` with the pieces of ``build_training`` (the loss checks that it
+    can train ``net``), ``speed.compile*``, and the resolved config saved in its checkpoints."""
+    with user_errors("loss"):
+        return ScoreModel(
+            net,
+            **build_training(cfg),
+            compile_net=cfg.speed.compile,
+            compile_mode=cfg.speed.compile_mode,
+            config=resolved,
+        )
 
 
 def world_size(trainer_cfg: DictConfig) -> int:
@@ -90,19 +135,49 @@ def build_datamodule(cfg: DictConfig, world_size: int):
         return instantiate(cfg.data, batch_size=cfg.data.batch_size // world_size)
 
 
-def build_sampler(sampler_cfg: DictConfig):
+def build_sampler(sampler_cfg: DictConfig) -> Sampler:
+    """The ``sampler`` node (conf/sampler/<kind>.yaml) as a Sampler: the kind built by ``_target_``
+    from its own keys, the shared keys (``SAMPLER_SHARED``) given to Sampler. ``kind`` names the
+    file the node came from: a kind is changed with ``sampler=<kind>``, never ``sampler.kind``."""
+    target = sampler_cfg.get("_target_")
+    if not target or OmegaConf.is_missing(sampler_cfg, "_target_"):
+        raise ConfigError("sampler: this node names no kind (_target_): choose one with sampler=<kind> (conf/sampler/)")
+    check_targets(sampler_cfg, "sampler")  # a key of another kind is refused, never ignored
+    node = OmegaConf.to_container(sampler_cfg, resolve=True)
+    shared = {k: node.pop(k) for k in SAMPLER_SHARED if k in node}
+    name = node.pop("kind", None)
     with user_errors("sampler"):
-        return instantiate(sampler_cfg)
+        kind = instantiate(node)
+        if name != kind.name:
+            raise ConfigError(
+                f"sampler.kind={name!r} is invalid: it names the kind's file; choose the kind with "
+                f"sampler={name} (not sampler.kind={name})"
+            )
+        return Sampler(kind, **shared)
 
 
-def check_sampler_fits(sampler_cfg: DictConfig, net, sigmas: torch.Tensor) -> None:
-    """The sampler's grid for this network's noise levels, checked before any work by the same
+def kind_settings(target: str) -> tuple:
+    """The settings of the sampler kind class ``target`` (its constructor's arguments)."""
+    return tuple(inspect.signature(get_class(target)).parameters)
+
+
+def check_sampler_fits(sampler_cfg: DictConfig, net, sigmas: torch.Tensor) -> Sampler:
+    """The sampler, its grid for this network's noise levels checked before any work by the same
     code every draw runs (``Sampler.grid``): e.g. sampler.num_steps on one level (L = 1)."""
+    sampler = build_sampler(sampler_cfg)
     try:
-        build_sampler(sampler_cfg).grid(sigmas, bool(getattr(net, "continuous", False)))
+        sampler.grid(sigmas, bool(getattr(net, "continuous", False)))
     except ValueError as e:
         levels = len(sigmas)
         raise ConfigError(f"{e} (with the network's {levels} noise level{'' if levels == 1 else 's'})") from None
+    return sampler
+
+
+def sampler_data_mean(sampler: Sampler, datamodule) -> torch.Tensor | None:
+    """The training data's per-element mean, the centre of the sampler's Gaussian start
+    (``init_mean='data'``), or None when the sampler does not use it. Computed once when a run
+    is prepared (train.py) or loaded (sample.py) and passed to every draw."""
+    return dataset_mean(train_split(datamodule)) if sampler.wants_data_mean else None
 
 
 def check_net_matches_data(net, data_shape: tuple) -> None:
@@ -140,7 +215,7 @@ def apply_noise_design(cfg: DictConfig, datamodule) -> dict:
             datamodule.train_set,
             auto.sigma_end,
             auto.overlap,
-            cfg.sampler.n_steps_each,
+            cfg.sampler.get("n_steps_each", 5),  # technique 4 is annealed Langevin's; other kinds: reported only
             auto.sample_size,
             cfg.seed,
             sigma_begin=auto.get("sigma_begin"),
@@ -150,6 +225,8 @@ def apply_noise_design(cfg: DictConfig, datamodule) -> dict:
         raise ConfigError(f"sigmas.kind=auto: {e}") from None
     if not auto.set_step_lr:
         step_lr_note = "not applied: sigmas.set_step_lr=false"
+    elif "n_steps_each" not in cfg.sampler:
+        step_lr_note = f"not applied: sampler={cfg.sampler.kind} has no step_lr"
     elif "sampler.step_lr" in user_set_keys():
         step_lr_note = f"not applied: sampler.step_lr={cfg.sampler.step_lr} given"
     elif design["step_lr"] is None:

@@ -15,6 +15,8 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from ..core.checks import flatten, is_int, is_number
+from ..core.sigmas import check_sigmas
+from ..sampling import Sampler
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,19 @@ RESUME_IGNORED_KEYS = ("ckpt_path", "allow_config_change", "trainer.max_steps", 
 HYDRA_SPECIAL = {"_target_", "_recursive_", "_convert_", "_partial_", "_args_"}
 #: keys of the model node read by ``build.build_net`` (a wrapper around the net), not by its target
 MODEL_WRAPPER_KEYS = ("precond", "sigma_data")
+#: keys of the loss node read by ``build.build_training`` for the training guard, not by the loss
+GUARD_KEYS = ("on_nonfinite", "max_skipped", "explode_factor")
+#: keys of a ``_target_`` node that its target does not take (``build`` hands them to another object)
+#: keys of the sampler node given to ``Sampler`` (the settings every kind shares), not to its kind
+SAMPLER_SHARED = tuple(inspect.signature(Sampler).parameters)[1:]
+WRAPPER_KEYS = {
+    "model": MODEL_WRAPPER_KEYS,
+    "loss": GUARD_KEYS,
+    "optim": ("ema_decay",),
+    "sampler": ("kind", *SAMPLER_SHARED),
+}
+#: the ``_target_`` of nodes that had none in configs saved before they became objects (``upgrade_saved``)
+ADDED_TARGETS = {"loss": "ncsn.core.losses.DSMLoss", "optim": "ncsn.training.optimizer.Adam"}
 PRECISIONS = ("64-true", "32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine")
 
 
@@ -60,7 +75,7 @@ def check_targets(cfg: DictConfig, prefix: str = "") -> None:
             raise ConfigError(f"{prefix}._target_={target!r} cannot be imported") from None
         params = inspect.signature(obj).parameters
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
-            wrapper = MODEL_WRAPPER_KEYS if prefix == "model" else ()
+            wrapper = WRAPPER_KEYS.get(prefix, ())
             unknown = [k for k in cfg.keys() if k not in HYDRA_SPECIAL and k not in params and k not in wrapper]
             if unknown:
                 allowed = ", ".join(k for k in params if k not in ("self",))
@@ -105,38 +120,18 @@ def check_top_level_keys(cfg: DictConfig, config_name: str) -> None:
 
 
 def validate_train(cfg: DictConfig) -> None:
-    """The checks of train.py that need no object construction (the rest is caught by building)."""
+    """train.py's checks before any work. A value that an object takes is checked by that object's
+    constructor, called here on the config (loss, optimizer, guard, EMA: ``build.build_training``;
+    the noise levels: ``core.sigmas.check_sigmas``); the rest is caught by building."""
     check_top_level_keys(cfg, "train.yaml")
     need(cfg, "seed", lambda v: is_int(v) and 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}]")
     need(cfg, "torch_threads", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
-    need(cfg, "loss.anneal_power", is_number, "a finite number (2 in the papers)")
-    need(
-        cfg,
-        "loss.sigma_sampling",
-        lambda v: v in ("levels", "continuous", "lognormal"),
-        "levels, continuous or lognormal",
-    )
-    need(cfg, "loss.lognormal_mean", is_number, "a finite number (EDM: -1.2)")
-    need(cfg, "loss.lognormal_std", lambda v: is_number(v) and v > 0, "a number > 0 (EDM: 1.2)")
-    need(cfg, "loss.weighting", lambda v: v in ("power", "edm"), "power or edm")
     if "precond" in cfg.model:
         need(cfg, "model.precond", lambda v: v in ("none", "edm"), "none or edm")
         need(cfg, "model.sigma_data", lambda v: is_number(v) and v > 0, "a number > 0")
-    need(cfg, "loss.on_nonfinite", lambda v: v in ("raise", "skip"), "'raise' or 'skip'")
-    need(cfg, "loss.max_skipped", lambda v: v is None or (is_int(v) and v >= 0), "null or an integer >= 0")
-    need(cfg, "loss.explode_factor", lambda v: v is None or (is_number(v) and v > 1), "null or a number > 1")
-    need(cfg, "loss.val_levels_per_image", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
     need(cfg, "allow_config_change", lambda v: isinstance(v, bool), "true or false")
     need(cfg, "ckpt_path", lambda v: v is None or isinstance(v, str), "null, 'last' or a path")
     validate_sigmas(cfg)
-    need(cfg, "optim.lr", lambda v: is_number(v) and v > 0, "a number > 0")
-    need(cfg, "optim.beta1", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)")
-    need(cfg, "optim.beta2", lambda v: is_number(v) and 0 <= v < 1, "a number in [0, 1)")
-    need(cfg, "optim.eps", lambda v: is_number(v) and v > 0, "a number > 0")
-    need(cfg, "optim.weight_decay", lambda v: is_number(v) and v >= 0, "a number >= 0")
-    need(cfg, "optim.amsgrad", lambda v: isinstance(v, bool), "true or false")
-    need(cfg, "optim.ema_decay", lambda v: v is None or (is_number(v) and 0 <= v < 1), "null or a number in [0, 1)")
-    need(cfg, "optim.fused", lambda v: v in (True, False, "auto"), "true, false or auto")
     need(cfg, "speed.channels_last", lambda v: isinstance(v, bool), "true or false")
     need(cfg, "speed.compile", lambda v: isinstance(v, bool), "true or false")
     need(
@@ -178,8 +173,6 @@ def validate_train(cfg: DictConfig) -> None:
     for key in ("every_n_train_steps", "every_n_epochs"):
         if _get(cfg, f"callbacks.checkpoint.{key}") is not None:
             need(cfg, f"callbacks.checkpoint.{key}", lambda v: is_int(v) and v >= 1, "null or an integer >= 1")
-    if (cfg.get("callbacks") or {}).get("samples") is not None:
-        need(cfg, "callbacks.samples.every_n_epochs", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     fid_on = (_get(cfg, "fid.backend") or "none") != "none"
     if fid_on:
         need(cfg, "fid.batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1")
@@ -197,6 +190,9 @@ def validate_train(cfg: DictConfig) -> None:
         if error:
             raise ConfigError(error)
     check_targets(cfg)
+    from .build import build_training
+
+    build_training(cfg)  # loss.* and optim.*: checked by the constructors that use them
 
 
 def validate_sample(cfg: DictConfig) -> None:
@@ -205,7 +201,8 @@ def validate_sample(cfg: DictConfig) -> None:
     out_dir = _get(cfg, "out_dir")
     if out_dir is not None and Path(str(out_dir)).exists() and not Path(str(out_dir)).is_dir():
         raise ConfigError(f"out_dir={str(out_dir)!r} is invalid: it is an existing file, not a directory")
-    need(cfg, "ckpt_path", lambda v: isinstance(v, str) and v, "a path to a checkpoint")
+    if _get(cfg, "mode") != "rescore":  # rescore: the checkpoints of rescore.sweep_dir's jobs
+        need(cfg, "ckpt_path", lambda v: isinstance(v, str) and v, "a path to a checkpoint")
     need(cfg, "seed", lambda v: is_int(v) and 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}]")
     need(
         cfg,
@@ -215,7 +212,7 @@ def validate_sample(cfg: DictConfig) -> None:
     )
     need(cfg, "torch_threads", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
     need(cfg, "nnpack", lambda v: isinstance(v, bool), "true or false")
-    modes = ("samples", "fid", "inpaint", "interpolate", "progression", "toy_figure", "score_error", "nll")
+    modes = ("samples", "fid", "inpaint", "interpolate", "progression", "toy_figure", "score_error", "nll", "rescore")
     need(cfg, "mode", lambda v: v in modes, f"one of {modes}")
     need(cfg, "nll.n_images", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     need(cfg, "nll.batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1")
@@ -237,9 +234,8 @@ def validate_sample(cfg: DictConfig) -> None:
 
 
 def validate_sigmas(cfg: DictConfig) -> None:
-    need(cfg, "sigmas.kind", lambda v: v in ("geometric", "linear", "auto"), "'geometric', 'linear' or 'auto'")
-    need(cfg, "sigmas.sigma_end", lambda v: is_number(v) and v > 0, "a number > 0")
-    if cfg.sigmas.kind == "auto":  # sigma_begin and num_scales: null = computed from the data
+    if _get(cfg, "sigmas.kind") == "auto":  # sigma_begin and num_scales: null = computed from the data
+        need(cfg, "sigmas.sigma_end", lambda v: is_number(v) and v > 0, "a number > 0")
         sigma_end = cfg.sigmas.sigma_end
         need(cfg, "sigmas.num_scales", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
         ok_begin = lambda v: v is None or (is_number(v) and v > sigma_end)  # noqa: E731
@@ -248,14 +244,10 @@ def validate_sigmas(cfg: DictConfig) -> None:
         need(cfg, "sigmas.sample_size", lambda v: v is None or (is_int(v) and v >= 2), "null or an integer >= 2")
         need(cfg, "sigmas.set_step_lr", lambda v: isinstance(v, bool), "true or false")
         return
-    need(cfg, "sigmas.num_scales", lambda v: is_int(v) and v >= 1, "an integer >= 1")
-    if cfg.sigmas.num_scales > 1:
-        need(
-            cfg,
-            "sigmas.sigma_begin",
-            lambda v: is_number(v) and v > cfg.sigmas.sigma_end,
-            f"a number > sigmas.sigma_end={cfg.sigmas.sigma_end} (index 0 is the largest sigma)",
-        )
+    try:  # make_sigmas's own check, without computing the levels (their number is checked for size later)
+        check_sigmas(*(_get(cfg, f"sigmas.{k}") for k in ("kind", "sigma_begin", "sigma_end", "num_scales")))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 # -- the run directory's record -----------------------------------------------------------
@@ -278,10 +270,21 @@ def _is_path_key(key: str, a, b, old_run_dir, new_run_dir) -> bool:
     return a.startswith(old_run_dir) and b.startswith(new_run_dir) and a[len(old_run_dir) :] == b[len(new_run_dir) :]
 
 
+def upgrade_saved(config: dict) -> dict:
+    """A saved config in today's layout: the nodes that became objects (``ADDED_TARGETS``) get the
+    ``_target_`` they were saved without (a copy; ``config`` is not changed)."""
+    upgraded = dict(config)
+    for key, target in ADDED_TARGETS.items():
+        node = config.get(key)
+        if isinstance(node, dict) and "_target_" not in node:
+            upgraded[key] = {"_target_": target, **node}
+    return upgraded
+
+
 def added_defaults(old: dict, new: dict, overrides: list[str]) -> list[str]:
     """Keys the saved config ``old`` lacks (added to the repository since the run started) that
     no override sets: at their defaults, they do not change what the run is."""
-    a, b = flatten(old), flatten(new)
+    a, b = flatten(upgrade_saved(old)), flatten(new)
     set_keys = [o.partition("=")[0].lstrip("+~") for o in overrides]
     return [k for k in sorted(set(b) - set(a)) if not any(k == s or k.startswith(f"{s}.") for s in set_keys)]
 
@@ -289,6 +292,7 @@ def added_defaults(old: dict, new: dict, overrides: list[str]) -> list[str]:
 def config_differences(old: dict, new: dict, overrides: list[str] | None = None) -> list[str]:
     """Keys whose values differ, except RESUME_IGNORED_KEYS, path-valued keys (_is_path_key) and,
     given the run's ``overrides``, keys added at their defaults (``added_defaults``)."""
+    old = upgrade_saved(old)
     a, b = flatten(old), flatten(new)
     old_dir, new_dir = a.get("paths.run_dir"), b.get("paths.run_dir")
     added = set(added_defaults(old, new, overrides)) if overrides is not None else set()

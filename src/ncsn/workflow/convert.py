@@ -111,13 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.to_reference:
             if len(args.paths) not in (2, 3):
                 raise ConfigError("--to-reference takes OURS.ckpt OUT.pth [OUT.yml]")
-            message = _to_reference(*args.paths[:2], args.paths[2] if len(args.paths) == 3 else None)
+            message = _to_reference(args.paths[0], args.paths[1], args.paths[2] if len(args.paths) == 3 else None)
         else:
             if len(args.paths) < 3:
                 raise ConfigError(
                     "usage: python -m ncsn.workflow.convert REFERENCE_CKPT REFERENCE_YML OUT.ckpt [key=value ...]"
                 )
-            message = _to_ours(*args.paths[:3], list(args.paths[3:]))
+            message = _to_ours(args.paths[0], args.paths[1], args.paths[2], list(args.paths[3:]))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

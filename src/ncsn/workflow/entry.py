@@ -1,4 +1,7 @@
-"""The exit statuses of the entry points, in one place (train.py and sample.py call this)."""
+"""What the entry points share, in one place: train.py's and sample.py's job body and script end
+(``run_job``, ``run_script``), their exit statuses (``run_entry``), the SIGTERM guard of a
+training run and Hydra's run-directory check. Light to import (no torch): the scripts import it
+before Hydra parses the command line."""
 
 from __future__ import annotations
 
@@ -9,15 +12,50 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ..core.checks import unwritable
-from ..training.score_model import NonFiniteLossError
-from .config import ConfigError
+from ..training.guards import NonFiniteLossError
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED = 0, 2, 3, 130
+_job_started = False  # set when a job starts: a SystemExit(1) before it is Hydra refusing the command
+
+
+def run_job(script: str, cfg: DictConfig, workflow: Callable[[DictConfig], dict | None], out_key: str) -> float | None:
+    """The body of an entry point's Hydra main: run ``workflow`` on ``cfg`` (its bad inputs and
+    failures become exit statuses: ``run_entry``), then print the summary and record it in the
+    directory at config key ``out_key`` (``run_summary.finish_job``, which exits with a non-zero
+    status). Returns the sweep objective to Hydra."""
+    global _job_started
+    _job_started = True
+    from .console import quiet_console
+    from .run_summary import finish_job
+
+    quiet_console()  # each log line once, no library tips and deprecation noise
+    results: dict = {}
+    code = run_entry(lambda c: results.update(workflow(c) or {}), cfg)
+    return finish_job(script, cfg, code, results, OmegaConf.select(cfg, out_key))
+
+
+def run_script(main: Callable[[], object], block_sigterm_at_exit: bool = False) -> None:
+    """An entry point's ``__main__``: call its Hydra ``main``. Hydra refusing the command line or
+    the config before the job started (an unknown group option, a malformed override, a run
+    directory it cannot create; its message is above) exits 2, as every bad input does.
+    ``block_sigterm_at_exit`` (train.py): once all is written, SIGTERM is blocked, since the
+    interpreter's shutdown restores its default action and a SIGTERM in those last moments would
+    turn a finished run into "killed by SIGTERM"."""
+    try:
+        main()
+    except SystemExit as e:
+        if e.code == 1 and not _job_started:
+            sys.exit(EXIT_BAD_INPUT)
+        raise
+    finally:
+        if block_sigterm_at_exit:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
 
 class RunInterrupted(RuntimeError):
@@ -46,7 +84,7 @@ class SigtermGuard:
     def __init__(self, before=(), raising: bool = True):
         self.received = bool(before)
         self.where, self.raising = "start-up", raising
-        self._previous = None
+        self._previous: Any = None  # the handler replaced: a callable, SIG_DFL or SIG_IGN
 
     def __enter__(self) -> SigtermGuard:
         if threading.current_thread() is threading.main_thread():
@@ -103,6 +141,8 @@ def _refuse_unmakeable(config: DictConfig, key: str) -> None:
 def run_entry(fn: Callable[[DictConfig], object], cfg: DictConfig) -> int:
     """Run a workflow; a bad config, path or checkpoint prints one line ``error: ...`` and gives
     2, a non-finite loss gives 3, Ctrl-C 130. Anything else is a bug and propagates with its traceback."""
+    from .config import ConfigError  # here, not above: it imports torch
+
     try:
         fn(cfg)
     except ConfigError as e:

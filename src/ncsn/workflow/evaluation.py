@@ -1,4 +1,5 @@
-"""FID wiring for train.py and sample.py: one builder over ``ncsn.metrics.build_fid``."""
+"""FID wiring for train.py and sample.py: one builder over ``ncsn.metrics.build_fid``; the start-up
+check of the held-out bits/dim callback (``val/bpd``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from torch.utils.data import DataLoader
 
 from ..data.base import DataError
 from ..metrics import FIDWeightsMissing, StatsFileError, build_fid, check_inception_weights
+from ..metrics.likelihood import check_continuous
 from .config import ConfigError
 
 
@@ -70,3 +72,29 @@ def build_training_fid(cfg: DictConfig, datamodule):
         return None
     device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto") else "cpu"
     return build_fid_for(cfg.get("fid"), datamodule, device)
+
+
+def check_val_bpd(cfg: DictConfig, net, datamodule) -> None:
+    """At start-up, when ``callbacks.val_bpd.every_n_epochs`` is set: a sigma-continuous network
+    (the ODE evaluates every sigma), an interval that is a multiple of the validation interval,
+    and no more images than the validation split holds. One line naming the key, else nothing."""
+    node = (cfg.get("callbacks") or {}).get("val_bpd")
+    every = None if node is None else node.get("every_n_epochs")
+    if every is None:
+        return
+    key = f"callbacks.val_bpd.every_n_epochs={every}"
+    try:
+        check_continuous(net)
+    except ValueError as e:
+        raise ConfigError(f"{key} is invalid for this network (set it to null): {e}") from None
+    val_every = OmegaConf.select(cfg, "trainer.check_val_every_n_epoch") or 1
+    if isinstance(every, int) and every % val_every:
+        raise ConfigError(
+            f"{key} is invalid: must be a multiple of trainer.check_val_every_n_epoch={val_every} "
+            "(val/bpd is computed after validation)"
+        )
+    held = getattr(datamodule, "val_set", None)
+    if held is not None and node.get("n_images") is not None and node.n_images > len(held):
+        raise ConfigError(
+            f"callbacks.val_bpd.n_images={node.n_images} is invalid: the validation split has {len(held)} images"
+        )

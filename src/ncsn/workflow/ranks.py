@@ -3,16 +3,24 @@ starts the other ranks on exactly this Hydra job."""
 
 from __future__ import annotations
 
+import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import lightning.pytorch.strategies.launchers.subprocess_script as subprocess_launcher
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from omegaconf import open_dict, read_write
 
 from ..training.resume import PROGRESS_KEY
 from .checkpoints import load_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 def pin_ddp_children_to_this_job(run_dir: Path) -> None:
@@ -31,7 +39,7 @@ def pin_ddp_children_to_this_job(run_dir: Path) -> None:
         return
     flags = [a for a in sys.argv[1:] if a.startswith("-") and a not in ("-m", "--multirun")]
     sys.argv = [sys.argv[0], *flags, *hc.overrides.task]
-    with read_write(hc), open_dict(hc):
+    with read_write(hc), open_dict(hc):  # type: ignore[arg-type]  # HydraConf is a DictConfig at run time
         hc.run.dir = str(run_dir)
 
 
@@ -70,3 +78,78 @@ def ranks_progress(trainer, run_dir: Path, step: int, epoch: int) -> tuple[int, 
     if progress is None:
         return step, epoch
     return int(progress["global_step"]), max(int(progress["epochs_started"]) - 1, 0)
+
+
+@contextmanager
+def sigint_to_rank_zero(trainer) -> Iterator[None]:
+    """Around ``trainer.fit``: under ``strategy=ddp`` (Lightning's launcher re-runs the command for
+    ranks 1..N-1) rank 0 alone acts on Ctrl-C: it stops every rank, records the run as interrupted
+    and exits 130, also when the SIGINT reaches every process (a terminal's Ctrl-C, SLURM's).
+
+    * The child ranks start with SIGINT blocked (rank 0 blocks it while it starts them; the mask is
+      inherited, and Python then installs no KeyboardInterrupt): a Ctrl-C while they start would
+      end a child before it joins the process group, while rank 0 waits for it there (in C++,
+      where no KeyboardInterrupt is raised) until Lightning's observer SIGKILLs it (exit -9).
+      Rank 0's own Ctrl-C handling (Lightning's) SIGKILLs the children.
+    * Lightning's observer thread, which SIGKILLs every process, rank 0 included, within 5 s of a
+      child's non-zero exit (so that no rank waits forever in a collective for a dead one), is
+      replaced by ``RanksObserver``: the same, except once rank 0 is stopping by itself (Ctrl-C, or
+      fit has ended and it writes its records); Lightning's Ctrl-C handling kills the children, and
+      its observer then killed rank 0 while it recorded the run.
+
+    Other launchers (``ddp_fork``, ``ddp_spawn``), a process that did not start the ranks and a
+    single process: nothing changes."""
+    launcher = getattr(trainer.strategy, "launcher", None)
+    if (
+        not isinstance(launcher, subprocess_launcher._SubprocessScriptLauncher)
+        or launcher.cluster_environment.creates_processes_externally
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+    stopping = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupted(signum, frame):
+        stopping.set()
+        raise KeyboardInterrupt
+
+    def started(procs) -> None:  # called by the launcher once the children run
+        RanksObserver(procs, stopping).start()
+        signal.signal(signal.SIGINT, interrupted)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C that came meanwhile is raised here
+
+    lightnings = subprocess_launcher._launch_process_observer
+    subprocess_launcher._launch_process_observer = started  # type: ignore[assignment]
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        stopping.set()
+        subprocess_launcher._launch_process_observer = lightnings
+        if signal.getsignal(signal.SIGINT) is interrupted:  # (Lightning's Ctrl-C handling ignores further ones)
+            signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+class RanksObserver(threading.Thread):
+    """Every ``period_s``: once a child rank has ended with a non-zero status while rank 0 is not
+    ``stopping``, SIGKILL the other children and this process, as Lightning's observer does (rank 0
+    may wait for the dead rank in a collective forever); done when all ended with 0."""
+
+    def __init__(self, procs, stopping: threading.Event, period_s: float = 5.0):
+        super().__init__(daemon=True, name="ranks-observer")
+        self.procs, self.stopping, self.period_s = procs, stopping, period_s
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.period_s):
+            codes = [p.poll() for p in self.procs]
+            if all(code == 0 for code in codes):
+                return
+            failed = [(p.pid, code) for p, code in zip(self.procs, codes) if code]
+            if failed and not self.stopping.is_set():
+                log.error("child rank (pid, status) %s ended: stopping every rank", failed)
+                for p in self.procs:
+                    if p.poll() is None:
+                        p.send_signal(signal.SIGKILL)
+                os.kill(os.getpid(), signal.SIGKILL)

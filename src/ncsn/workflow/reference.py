@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -94,7 +95,7 @@ def reference_to_checkpoint(
             ema = to_ours(states.ema, net, parameters_only=True, sigmas=model["sigmas"])
     except ReferenceFormatError as e:
         raise ConfigError(f"ckpt_path={str(ckpt_path)!r}: {e}") from None
-    config = OmegaConf.to_container(train_cfg, resolve=True)
+    config: Any = OmegaConf.to_container(train_cfg, resolve=True)
     if ema is None and config["optim"].get("ema_decay") is not None:
         notes.append("reference_config sets model.ema=true but the file holds no EMA shadow: raw weights used")
         config["optim"]["ema_decay"] = None
@@ -192,7 +193,7 @@ def checkpoint_to_reference(ckpt: dict, path: str = "checkpoint") -> tuple[list,
     notes = []
     if family == "ncsn" and ema_sd is not None:
         # NCSN's code has no EMA: hand over the weights this repository samples with.
-        model_sd = to_reference(ema, net)
+        model_sd = to_reference(ema, net)  # type: ignore[arg-type]  # ema_sd is not None: ema is not
         ema_sd = None
         notes.append("NCSN has no EMA: the EMA weights were written as the model")
     opt = cfg.get("optim") or {}
@@ -216,7 +217,7 @@ def _reference_yml(cfg: DictConfig, family: str, dataset: str, dist: str, sigmas
     data, opt, sampler = cfg.data, cfg.get("optim") or {}, cfg.sampler
     anneal = float(OmegaConf.select(cfg, "loss.anneal_power", default=None) or 2.0)
     n_iters = int(OmegaConf.select(cfg, "trainer.max_steps", default=step) or step) + 1
-    model = {
+    model: dict[str, Any] = {
         "sigma_begin": float(sigmas[0]),
         "sigma_end": float(sigmas[-1]),
         "num_classes": len(sigmas),
@@ -229,14 +230,19 @@ def _reference_yml(cfg: DictConfig, family: str, dataset: str, dist: str, sigmas
         "beta1": float(opt.get("beta1", 0.9)),
         "amsgrad": bool(opt.get("amsgrad", False)),
     }
-    ydata = {
+    ydata: dict[str, Any] = {
         "dataset": dataset,
         "image_size": int(data.image_size),
         "channels": int(data.channels),
         "logit_transform": False,
         "random_flip": bool(data.get("random_flip", False)),
     }
-    training = {"batch_size": int(data.batch_size), "n_epochs": 500000, "n_iters": n_iters, "snapshot_freq": 5000}
+    training: dict[str, Any] = {
+        "batch_size": int(data.batch_size),
+        "n_epochs": 500000,
+        "n_iters": n_iters,
+        "snapshot_freq": 5000,
+    }
     if family == "ncsn":
         training |= {"ngpu": 1, "algo": "dsm", "anneal_power": anneal}
         return {"training": training, "data": ydata, "model": model | {"batch_norm": False}, "optim": optim}

@@ -209,6 +209,7 @@ def compose_train_config(experiment: str, values: dict, overrides=(), paths: dic
         if f"paths.{key}" not in user:
             OmegaConf.update(cfg, f"paths.{key}", value, merge=False)
     resolved = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    assert isinstance(resolved, DictConfig)
     validate_train(resolved)
     channels = values.get("_channels")
     if channels is not None and resolved.data.get("channels") != channels:

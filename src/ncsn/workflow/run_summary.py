@@ -190,7 +190,7 @@ def record_preempted_start_up(run_dir: Path, lock) -> dict:
     from .ranks import is_run_dir_writer
     from .runlock import RunLock
 
-    results = {"status": "preempted", "preempted_in": "start-up"}
+    results: dict = {"status": "preempted", "preempted_in": "start-up"}
     if not is_run_dir_writer():
         return results
     try:
@@ -198,7 +198,8 @@ def record_preempted_start_up(run_dir: Path, lock) -> dict:
     except ConfigError:  # in use by another process, or unwritable: not ours to write
         return results
     try:
-        last, step = run_dir / "checkpoints" / "last.ckpt", 0
+        last = run_dir / "checkpoints" / "last.ckpt"
+        step: int | None = 0
         if last.is_file():
             try:
                 step = int(torch.load(last, map_location="cpu", weights_only=True, mmap=True).get("global_step", 0))

@@ -11,13 +11,28 @@ from pathlib import Path
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..core.checks import cannot_write, unwritable
 from ..core.speed import NNPACKConv2d, nnpack_convs
-from .build import build_datamodule, build_net, build_sampler, build_sigmas, check_net_matches_data
+from .build import (
+    build_datamodule,
+    build_net,
+    build_sampler,
+    build_sigmas,
+    check_net_matches_data,
+    kind_settings,
+)
 from .checkpoints import check_architecture, load_checkpoint, net_state_dict
-from .config import CONF_DIR, ConfigError, atomic_write_text, validate_sample, validate_sigmas, write_hydra_record
+from .config import (
+    CONF_DIR,
+    SAMPLER_SHARED,
+    ConfigError,
+    atomic_write_text,
+    validate_sample,
+    validate_sigmas,
+    write_hydra_record,
+)
 from .overrides import check_overrides_honoured
 from .reference import reference_checkpoint
 from .sample_modes import ModeContext, check_mode
@@ -45,40 +60,79 @@ def load_run(ckpt_path: str, device: str = "cpu", ckpt: dict | None = None):
     return train_cfg, net.to(device).eval(), datamodule
 
 
-def kind_settings(kind: str) -> dict:
-    """The keys ``conf/sampler/<kind>.yaml`` sets on top of annealed.yaml (which every kind builds
-    on), plus the grid keys ``num_steps``/``rho``: what a change of kind at sampling time starts
-    from ({} without conf/, e.g. an installed copy)."""
-    path = CONF_DIR / "sampler" / f"{kind}.yaml"
-    if not path.is_file():
-        return {}
-    base = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sampler" / "annealed.yaml"))
-    own = OmegaConf.to_container(OmegaConf.load(path)) if kind != "annealed" else {"kind": kind}
-    own.pop("defaults", None)
-    return {"num_steps": base["num_steps"], "rho": base["rho"], **own}
+#: kind -> class of a sampler node saved before the kinds were objects (``_target_: ncsn.sampling.Sampler``)
+_OLD_KINDS = {"annealed": "Annealed", "langevin": "Langevin", "cas": "CAS", "pc": "PC", "ode": "ODE"}
 
 
-def merged_sampler_cfg(train_cfg: DictConfig, overrides: DictConfig, explicit=()) -> DictConfig:
-    """The training run's sampler settings, with every non-null key of sample.py's ``sampler``
-    and every key in ``explicit`` (written on the command line: there ``sampler.rho=null`` means
-    null). When ``sampler.kind`` changes, the new kind's own settings (``kind_settings``: e.g.
-    ode's rho 7, pc's snr, cas's step_lr; no grid for annealed) replace the training run's first."""
+def upgraded_sampler(node: dict, sigmas) -> dict:
+    """A checkpoint's ``sampler`` node in today's form: one saved before the kinds were objects
+    (``_target_: ncsn.sampling.Sampler``, every kind's settings in one list; langevin ran
+    n_steps_each x L steps, cas's step was step_lr / sigma_L^2) as the same sampler; others as they are."""
+    if node.get("_target_") != "ncsn.sampling.Sampler":
+        return node
+    kind, steps, grid = node["kind"], node["n_steps_each"], {"num_steps": node["num_steps"], "rho": node["rho"]}
+    own = {
+        "annealed": {"step_lr": node["step_lr"], "n_steps_each": steps},
+        "langevin": {"step_lr": node["step_lr"], "n_steps": steps * len(sigmas), "frame_every": steps},
+        "cas": {"eta": node["step_lr"] / float(sigmas[-1]) ** 2, **grid},
+        "pc": {"snr": node["snr"], "n_corrector": node["n_corrector"], **grid},
+        "ode": grid,
+    }[kind]
+    shared = {k: node[k] for k in SAMPLER_SHARED if k in node}
+    return {"kind": kind, "_target_": f"ncsn.sampling.{_OLD_KINDS[kind]}", **own, **shared}
+
+
+def merged_sampler_cfg(train_cfg: DictConfig, given: DictConfig, explicit=(), chosen: bool = False) -> DictConfig:
+    """The sampler sample.py uses: the training run's (``train_cfg.sampler``), with every key of
+    sample.py's ``sampler`` node that is non-null or in ``explicit`` (written on the command line:
+    there ``sampler.rho=null`` means null). ``chosen`` (``sampler=<kind>`` on the command line):
+    ``given`` is conf/sampler/<kind>.yaml composed, whose kind and kind settings replace the
+    training run's, which keeps its shared settings unless the command line sets them."""
     cfg = OmegaConf.to_container(train_cfg.sampler, resolve=True)
-    given = OmegaConf.to_container(overrides, resolve=True)
-    given = {k: v for k, v in given.items() if v is not None or k in explicit}
-    if given.get("kind", cfg.get("kind")) != cfg.get("kind"):
-        cfg.update(kind_settings(given["kind"]))
-    cfg.update(given)
+    given = OmegaConf.to_container(given, resolve=True)
+    if chosen:
+        own = ("kind", "_target_", *kind_settings(given["_target_"]))
+        cfg = {**{k: v for k, v in cfg.items() if k in SAMPLER_SHARED}, **{k: given[k] for k in own}}
+        given = {k: v for k, v in given.items() if k in explicit}
+    cfg.update({k: v for k, v in given.items() if v is not None or k in explicit})
     return OmegaConf.create(cfg)
 
 
-def command_line_keys(prefix: str) -> set[str]:
-    """The keys under ``prefix`` that this Hydra job's command line sets (e.g. ``sampler.rho=null``
-    -> ``rho``); empty outside Hydra."""
-    if not HydraConfig.initialized():
-        return set()
-    keys = (o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task)
+def kind_chosen() -> bool:
+    """Whether this Hydra job's command line chose a sampler kind (``sampler=<kind>``)."""
+    return HydraConfig.initialized() and HydraConfig.get().runtime.choices.get("sampler") not in (None, "null")
+
+
+def command_line_keys(prefix: str, overrides=None) -> set[str]:
+    """The keys under ``prefix`` that the command line ``overrides`` (default: this Hydra job's)
+    sets (e.g. ``sampler.rho=null`` -> ``rho``); empty outside Hydra."""
+    if overrides is None:
+        if not HydraConfig.initialized():
+            return set()
+        overrides = HydraConfig.get().overrides.task
+    keys = (o.split("=", 1)[0].lstrip("+~") for o in overrides)
     return {k[len(prefix) + 1 :] for k in keys if k.startswith(prefix + ".")}
+
+
+def sampler_cfg_for(train_cfg: DictConfig, overrides=()) -> DictConfig:
+    """The sampler node sample.py uses for a checkpoint's training config and the sample.py
+    command-line ``overrides`` (``sampler=<kind>``, ``sampler.<key>=<value>``), composed by Hydra as
+    that command line is: for scripts and tests (outside a Hydra job)."""
+    from hydra import compose, initialize_config_dir
+
+    overrides = list(overrides)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("sample", overrides=["ckpt_path=-", *overrides], return_hydra_config=True)
+    chosen = cfg.hydra.runtime.choices.get("sampler") not in (None, "null")
+    return merged_sampler_cfg(train_cfg, cfg.sampler, command_line_keys("sampler", overrides), chosen)
+
+
+def job_sampler_cfg(cfg: DictConfig, train_cfg: DictConfig, net) -> DictConfig:
+    """The sampler node this sample.py job uses for a checkpoint (``load_run``'s ``train_cfg`` and
+    ``net``; its saved sampler upgraded in place): sample() and mode=rescore (each job's checkpoint)."""
+    with open_dict(train_cfg):
+        train_cfg.sampler = upgraded_sampler(OmegaConf.to_container(train_cfg.sampler, resolve=True), net.sigmas)
+    return merged_sampler_cfg(train_cfg, cfg.sampler, command_line_keys("sampler"), kind_chosen())
 
 
 def resolve_device(device: str) -> str:
@@ -103,8 +157,12 @@ def distributed_rank() -> tuple[int, int]:
 
 def sample(cfg: DictConfig) -> dict:
     """mode=samples: draw ``sampler.n_samples`` samples; write samples.npz, samples.png and
-    results.json. Other modes: see ``sample_modes``."""
+    results.json. Other modes: see ``sample_modes``; mode=rescore: ``rescore``."""
     validate_sample(cfg)
+    if cfg.mode == "rescore":  # every finished job of a train.py sweep (its own module)
+        from .rescore import rescore
+
+        return rescore(cfg)
     out_dir = Path(cfg.out_dir)
     problem = unwritable(out_dir, "out_dir")  # read-only or full: refused before any work
     if problem:
@@ -118,7 +176,7 @@ def sample(cfg: DictConfig) -> dict:
     train_cfg, net, datamodule = load_run(cfg.ckpt_path, device, reference_checkpoint(cfg))
     if cfg.nnpack:
         nnpack_convs(net)  # CPU fp32 only (a no-op elsewhere); same weights, Winograd 3x3 convs
-    sampler_cfg = merged_sampler_cfg(train_cfg, cfg.sampler, command_line_keys("sampler"))
+    sampler_cfg = job_sampler_cfg(cfg, train_cfg, net)
     sampler = build_sampler(sampler_cfg)
 
     resolved = OmegaConf.to_container(cfg, resolve=True)

@@ -3,7 +3,7 @@
 Each mode writes its documented files into ``ctx.out_dir`` and returns the numbers for
 results.json. Every mode uses the configured sampler (``Sampler``: its kind, initial state,
 per-sample seeds, autocast/compile); a mode that cannot use a kind names the kinds it takes
-(``Mode.kinds``) and ``check_mode`` refuses the others before any work. Only mode=fid runs on
+(``Mode.hooks``) and ``check_mode`` refuses the others before any work. Only mode=fid runs on
 several processes (torchrun: each rank draws its share of the per-sample seeds, the FID
 statistics are summed across ranks).
 """
@@ -27,19 +27,18 @@ from ..core.figures import (
     save_loss_by_sigma,
     save_progression,
     save_samples_figure,
-    toy_figure,
 )
 from ..data.base import train_split
+from ..metrics.fid import configured_scores
 from ..metrics.likelihood import check_continuous, heldout_bpd
 from ..metrics.score_error import csv_text, fair_sigma, score_error_by_sigma
-from ..sampling import KINDS, Sampler, dataset_mean
-from ..sampling.frames import frame_labels
+from ..sampling import Sampler
 from ..sampling.inpainting import InpaintHooks, apply_mask, make_mask
 from ..sampling.interpolation import interpolate
-from ..sampling.seeds import SampleNoise
-from ..sampling.toy_panels import toy_panels
+from .build import sampler_data_mean
 from .config import ConfigError, atomic_write_text
 from .evaluation import build_fid_for
+from .toy_results import mode_weight_results, toy_figure_results
 
 
 @dataclass
@@ -64,14 +63,13 @@ class ModeContext:
 
     def data_mean(self) -> torch.Tensor | None:
         """The training data's mean, the centre of a Gaussian initial state (None if unused)."""
-        if not self.sampler.wants_data_mean:
-            return None
-        if self._mean is None:
-            self._mean = dataset_mean(train_split(self.datamodule)).to(self.device)
+        if self._mean is None and self.sampler.wants_data_mean:
+            self._mean = sampler_data_mean(self.sampler, self.datamodule).to(self.device)
         return self._mean
 
     def draw(self, n: int | None = None, indices=None, **kw):
-        return self.sampler(
+        """``Sampler.draw`` of the network with sample.py's seed, device and data mean."""
+        return self.sampler.draw(
             self.net,
             self.net.sigmas,
             self.shape,
@@ -86,7 +84,7 @@ class ModeContext:
 
 class Mode(NamedTuple):
     run: Callable[[ModeContext], dict]
-    kinds: tuple | None = None  # the sampler kinds it takes (None: every kind)
+    hooks: bool = False  # needs a kind that takes loop hooks (``Kind.hooks``)
     why: str = ""  # why the others are refused
     distributed: bool = False  # may run on several processes
 
@@ -122,9 +120,7 @@ def run_samples(ctx: ModeContext) -> dict:
     }
     mixture = getattr(ctx.datamodule, "mixture", None)
     if mixture is not None:
-        w = mixture.mode_weights(samples)
-        results["toy/mode_weights"] = [round(float(v), 4) for v in w]
-        results["toy/weight_error"] = float((w - mixture.weights).abs().max())
+        results.update(mode_weight_results(mixture, samples))
     return results
 
 
@@ -173,9 +169,7 @@ def run_fid(ctx: ModeContext) -> dict:
     }
     for v in variants:
         out.update(fids[v].scores(f"fid/{v}"))  # FID and KID, summed across ranks under torch.distributed
-    pick = "/denoised" if sampler.denoise else "/no_denoise"
-    picked = ("fid", "kid", "kid_std", "fid_ci_low", "fid_ci_high")
-    out.update({k: out[k + pick] for k in picked if k + pick in out})
+    out.update(configured_scores(out, sampler.denoise))
     if grid and ctx.rank == 0:
         save_samples_figure(grid[0][: sampler.n_samples], ctx.out_dir / "samples.png", ctx.datamodule)
     if ev.save_npz:  # uint8 N x H x W x C, the layout TTUR / pytorch-fid read
@@ -215,7 +209,7 @@ def run_inpaint(ctx: ModeContext) -> dict:
     """NCSN Algorithm 2: ``inpaint.n_images`` validation images, ``inpaint.n_per_image`` samples
     each; the sampler's Langevin loop with ``InpaintHooks``, per-sample seeds."""
     _need_images(ctx, "inpaint")
-    cfg, sampler, device = ctx.cfg, ctx.sampler, ctx.device
+    cfg, device = ctx.cfg, ctx.device
     ic = cfg.inpaint
     ctx.datamodule.setup("fit")
     val = ctx.datamodule.val_set
@@ -231,11 +225,8 @@ def run_inpaint(ctx: ModeContext) -> dict:
         )
     except (ValueError, OSError) as e:
         raise ConfigError(f"inpaint.mask={ic.mask!r}: {e}") from None
-    ref = reference.repeat_interleave(ic.n_per_image, 0).to(device)
-    noise = SampleNoise(cfg.seed, torch.arange(len(ref)), device)
-    x0 = sampler.initial_state(noise, ctx.shape, float(ctx.net.sigmas[0]), ctx.data_mean())
-    hooks = InpaintHooks(ref, mask.to(device), ic.renoise, noise, x0)
-    res = sampler.run(sampler.wrap(ctx.net), ctx.net.sigmas, x0, noise, hooks=hooks)
+    ref, mask_d = reference.repeat_interleave(ic.n_per_image, 0).to(device), mask.to(device)
+    res = ctx.draw(n=len(ref), hooks=lambda idx, noise, x0: InpaintHooks(ref[idx], mask_d, ic.renoise, noise, x0))
     samples = res.samples.clamp(0, 1).cpu().reshape(len(reference), ic.n_per_image, *reference.shape[1:])
     save_inpainting_grid(apply_mask(reference, mask), samples, reference, ctx.out_dir / "inpainting.png")
     np.savez(
@@ -273,7 +264,7 @@ def run_progression(ctx: ModeContext) -> dict:
     res = ctx.draw(n=ctx.cfg.progression.n_show, keep_frames=True)
     frames = [f.clamp(0, 1) for f in res.frames] + ([res.samples.clamp(0, 1).cpu()] if ctx.sampler.denoise else [])
     grid = ctx.sampler.grid(ctx.net.sigmas, bool(getattr(ctx.net, "continuous", False)))
-    labels = frame_labels(ctx.sampler.kind, grid, ctx.sampler.n_steps_each)
+    labels = ctx.sampler.kind.frame_labels(grid)
     labels += ["denoised"] if ctx.sampler.denoise else []
     save_progression(
         frames,
@@ -293,20 +284,8 @@ def run_toy_figure(ctx: ModeContext) -> dict:
     if mixture is None:
         raise ConfigError("mode=toy_figure needs a checkpoint trained on the toy mixture (experiment=toy_gmm)")
     net, sampler = ctx.net.cpu(), ctx.sampler
-    panels = toy_panels(
-        mixture,
-        net.sigmas.cpu(),
-        sampler.wrap(net),
-        n=sampler.n_samples,
-        step_lr=sampler.step_lr,
-        n_steps_each=sampler.n_steps_each,
-        seed=ctx.cfg.seed,
-        init_low=sampler.init_low,
-        init_high=sampler.init_high,
-        learned_samples=sampler(net, net.sigmas, (mixture.dim,), ctx.cfg.seed, "cpu", progress=False).samples,
-    )
-    toy_figure(panels, ctx.out_dir / "toy_figure.png", learned_label=sampler.kind)
-    return {f"toy/figure_{k}": v for k, v in panels.numbers().items()}
+    learned = sampler.draw(net, net.sigmas, (mixture.dim,), ctx.cfg.seed, "cpu", progress=False).samples
+    return toy_figure_results(mixture, sampler, net, ctx.cfg.seed, learned, ctx.out_dir / "toy_figure.png")
 
 
 _SCORE_ERROR_CURVES = (
@@ -359,13 +338,11 @@ def run_score_error(ctx: ModeContext) -> dict:
     }
 
 
-_HOOKED = tuple(k for k, v in KINDS.items() if v.hooks)
-
 MODES: dict[str, Mode] = {
     "samples": Mode(run_samples),
     "fid": Mode(run_fid, distributed=True),
     "nll": Mode(run_nll),
-    "inpaint": Mode(run_inpaint, _HOOKED, "inpainting is NCSN Algorithm 2, hooks of the annealed Langevin loop"),
+    "inpaint": Mode(run_inpaint, True, "inpainting is NCSN Algorithm 2, hooks of the annealed Langevin loop"),
     "interpolate": Mode(run_interpolate),
     "progression": Mode(run_progression),
     "toy_figure": Mode(run_toy_figure),
@@ -378,10 +355,8 @@ def check_mode(mode: str, sampler: Sampler, world_size: int = 1) -> Mode:
     if mode not in MODES:
         raise ConfigError(f"mode={mode!r} is invalid: must be one of {tuple(MODES)}")
     m = MODES[mode]
-    if m.kinds is not None and sampler.kind not in m.kinds:
-        raise ConfigError(
-            f"sampler.kind={sampler.kind!r} is invalid for mode={mode}: must be one of {m.kinds} ({m.why})"
-        )
+    if m.hooks and not sampler.kind.hooks:
+        raise ConfigError(f"sampler={sampler.name} is invalid for mode={mode}: must be sampler=annealed ({m.why})")
     if world_size > 1 and not m.distributed:
         raise ConfigError(
             f"mode={mode} runs on one process (got {world_size}): only "

@@ -50,14 +50,19 @@ def distribution(key: str, value) -> Any:
             f"hydra.sweeper.params.{key}: unknown tags {sorted(tags - {'log', 'int'})} (allowed: log, int)"
         )
     if isinstance(value, ChoiceSweep):
-        return CategoricalDistribution(list(value.list))
+        return CategoricalDistribution(list(value.list))  # type: ignore[arg-type]
     if isinstance(value, IntervalSweep):
+        low, high = value.start, value.end
+        if low is None or high is None:
+            raise ValueError(f"hydra.sweeper.params.{key}: interval({low}, {high}) needs both ends")
         if "int" in tags:
-            return IntDistribution(int(value.start), int(value.end), log="log" in tags)
-        return FloatDistribution(float(value.start), float(value.end), log="log" in tags)
+            return IntDistribution(int(low), int(high), log="log" in tags)
+        return FloatDistribution(float(low), float(high), log="log" in tags)
     if isinstance(value, RangeSweep):
-        start, stop, step = value.start, value.stop, value.step
-        if step is None or step <= 0 or not stop > start:
+        start: Any = value.start
+        stop: Any = value.stop
+        step: Any = value.step
+        if start is None or stop is None or step is None or step <= 0 or not stop > start:
             raise ValueError(f"hydra.sweeper.params.{key}: range({start}, {stop}, step={step}) is empty")
         n = math.ceil((stop - start) / step - 1e-9)  # Python's range: stop excluded
         last = start + (n - 1) * step
@@ -73,7 +78,8 @@ def search_space(params: dict, arguments: list[str]) -> tuple[dict, list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     lines = [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments)
-    space, fixed = {}, {}
+    space: dict[str, Any] = {}
+    fixed: dict[str, Any] = {}
     for override in OverridesParser.create().parse_overrides(lines):
         key = override.get_key_element()
         space.pop(key, None)
@@ -129,8 +135,10 @@ class OptunaSearch:
         self.direction, self.study_name, self.storage = direction, study_name, storage
         self.n_trials, self.seed, self.max_failure_rate = n_trials, seed, max_failure_rate
         self.pruner = pruner
-        self.params = OmegaConf.to_container(params) if isinstance(params, DictConfig) else dict(params or {})
-        self.launcher = self.config = self.storage_obj = None
+        self.params: Any = OmegaConf.to_container(params) if isinstance(params, DictConfig) else dict(params or {})
+        self.launcher: Any = None  # the launcher, the config and the optuna storage: set by setup, open_study
+        self.config: Any = None
+        self.storage_obj: Any = None
 
     def setup(self, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
@@ -151,7 +159,7 @@ class OptunaSearch:
             storage=self.storage_obj,
             sampler=optuna.samplers.TPESampler(seed=self.seed_now(where)),
             pruner=self.pruner,
-            direction=self.direction,
+            direction=self.direction,  # type: ignore[arg-type]  # one of DIRECTIONS (checked)
             load_if_exists=True,
         ), where
 

@@ -160,7 +160,8 @@ def _sweep_job():
 def saved_config(run_dir: Path) -> dict | None:
     """The config a run directory holds (``.hydra/config.yaml``), None when absent or unreadable."""
     try:
-        return OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=False)
+        saved = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"), resolve=False)
+        return saved if isinstance(saved, dict) else None
     except Exception:  # noqa: BLE001 - absent or unreadable: not a finished job of this config
         return None
 
@@ -222,7 +223,8 @@ def sweep_summary(returns, sweep_dir: Path, started: float) -> tuple[list[str], 
     failed job's (2 bad config, 3 diverged, 1 otherwise)."""
     from hydra.core.utils import JobStatus
 
-    rows, counts, code = [], {}, 0
+    rows, code = [], 0
+    counts: dict[str, int] = {}
     for ret in (r for batch in returns for r in batch):
         run_dir = Path(str(ret.hydra_cfg.hydra.runtime.output_dir)) if ret.hydra_cfg is not None else None
         if ret.status != JobStatus.COMPLETED:
@@ -232,7 +234,7 @@ def sweep_summary(returns, sweep_dir: Path, started: float) -> tuple[list[str], 
         else:
             results_json = run_dir / "results.json" if run_dir is not None else None
             fresh = results_json is not None and results_json.is_file() and results_json.stat().st_mtime >= started
-            outcome = read_status(run_dir).get("status", "finished") if fresh else "skipped"
+            outcome = read_status(run_dir).get("status", "finished") if fresh and run_dir else "skipped"
             detail = "finished by an earlier run of this sweep" if outcome == "skipped" else ""
         counts[outcome] = counts.get(outcome, 0) + 1
         name = run_dir.name if run_dir is not None else "?"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -20,24 +21,27 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ..core.figures import save_samples_figure, toy_figure
+from ..core.figures import save_samples_figure
 from ..core.speed import to_channels_last
-from ..data.base import DataError, train_split
-from ..sampling import dataset_mean
-from ..sampling.toy_panels import toy_panels
+from ..data.base import DataError
+from ..sampling import Sampler
 from ..training.checkpoint_io import AtomicCheckpointIO
+from ..training.guards import NonFiniteLossError
 from ..training.loggers import NcsnWandbLogger, log_run_end, trim_metrics
 from ..training.resume import PROGRESS_KEY
-from ..training.score_model import NonFiniteLossError, ScoreModel
+from ..training.score_model import ScoreModel
+from . import ranks
 from .build import (
     apply_noise_design,
     build_datamodule,
     build_loggers,
+    build_model,
     build_net,
     build_sampler,
     build_sigmas,
     check_net_matches_data,
     check_sampler_fits,
+    sampler_data_mean,
     user_errors,
     world_size,
 )
@@ -45,7 +49,7 @@ from .checkpoints import load_checkpoint, resolve_resume
 from .config import ConfigError, atomic_write_text, record_run_config, validate_train
 from .console import console_callbacks
 from .entry import Preempted, RunInterrupted, SigtermGuard
-from .evaluation import build_training_fid, check_fid_weights
+from .evaluation import build_training_fid, check_fid_weights, check_val_bpd
 from .overrides import check_overrides_honoured
 from .ranks import DDP_LAUNCH_ENV, is_run_dir_writer, pin_ddp_children_to_this_job, ranks_progress, restore_env
 from .resources import check_batch_fits, check_resources
@@ -53,6 +57,7 @@ from .run_summary import best_metric, record_preempted_start_up
 from .runlock import RunLock, remove_stale_temp_files
 from .search import trial_pruning
 from .sweep_jobs import finished_job
+from .toy_results import mode_weight_results, toy_figure_results
 from .wandb_run import continue_ranks_run, job_identity
 
 log = logging.getLogger(__name__)
@@ -152,6 +157,8 @@ class Run:
     ckpt_path: str | None  # the checkpoint to resume from
     overrides: list = field(default_factory=list)
     noise_design: dict = field(default_factory=dict)
+    sampler: Sampler | None = None  # the configured sampler (samples callback, final samples)
+    data_mean: torch.Tensor | None = None  # its Gaussian start's centre (init_mean=data), computed once
 
 
 def prepare_run(cfg: DictConfig) -> Run:
@@ -167,7 +174,7 @@ def prepare_run(cfg: DictConfig) -> Run:
     if cfg.sigmas.kind != "auto":  # auto: num_scales is known once the data is read (below)
         check_resources(cfg, world, tuple(datamodule.data_shape))
         build_sigmas(cfg)  # bad noise levels stop the run before anything else is built
-    build_sampler(cfg.sampler)  # validates sampler.* (the callbacks build their own from the same node)
+    build_sampler(cfg.sampler)  # validates sampler.* before the data is read
     check_fid_weights(cfg)
     design = {}
     try:
@@ -186,23 +193,17 @@ def prepare_run(cfg: DictConfig) -> Run:
     resolved = OmegaConf.to_container(cfg, resolve=True)
     net = build_net(cfg.model, sigmas)
     check_net_matches_data(net, tuple(datamodule.data_shape))
-    check_sampler_fits(cfg.sampler, net, sigmas)  # e.g. sampler.num_steps with one level: refused before training
+    sampler = check_sampler_fits(cfg.sampler, net, sigmas)  # e.g. num_steps with one level: refused before training
+    data_mean = sampler_data_mean(sampler, datamodule)
+    check_val_bpd(cfg, net, datamodule)  # held-out bits/dim: sigma-continuous nets only
     if cfg.speed.channels_last:
         to_channels_last(net)  # before the EMA copy is made, so it inherits the layout
     run_dir = Path(cfg.paths.run_dir)
     ckpt_path = resolve_resume(cfg.ckpt_path, run_dir, net)
     fid = build_training_fid(cfg, datamodule)
-    with user_errors("optim"):  # ScoreModel takes optim.* and loss.*; its messages name the key
-        model = ScoreModel(
-            net,
-            **cfg.optim,
-            **cfg.loss,
-            compile_net=cfg.speed.compile,
-            compile_mode=cfg.speed.compile_mode,
-            config=resolved,
-        )
+    model = build_model(cfg, net, resolved)
     overrides = hydra_job_info()[0]
-    return Run(run_dir, world, datamodule, model, fid, resolved, ckpt_path, overrides, design)
+    return Run(run_dir, world, datamodule, model, fid, resolved, ckpt_path, overrides, design, sampler, data_mean)
 
 
 def build_trainer(cfg: DictConfig, run: Run, sigterm_received=None) -> L.Trainer:
@@ -212,7 +213,7 @@ def build_trainer(cfg: DictConfig, run: Run, sigterm_received=None) -> L.Trainer
     for key, node in (cfg.get("callbacks") or {}).items():
         if node is None:
             continue
-        extra = {"fid": run.fid} if key == "samples" else {}
+        extra = {"fid": run.fid, "sampler": run.sampler, "data_mean": run.data_mean} if key == "samples" else {}
         if key == "preemption" and sigterm_received is not None:
             extra = {"sigterm_received": sigterm_received}
         with user_errors(f"callbacks.{key}"):
@@ -262,7 +263,7 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer, guard: Sigterm
     status, error, where = "finished", None, None
     guard.phase("training", raising=False)  # Lightning stops fit after the batch (PreemptionCheckpoint)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), ranks.sigint_to_rank_zero(trainer):  # DDP: Ctrl-C is rank 0's
             # our training loaders resume mid-epoch exactly (data.base.resume_position);
             # Lightning's warning that they cannot is about loaders without that
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
@@ -315,7 +316,10 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer, guard: Sigterm
                 try:
                     guard.phase("final samples", raising=True)
                     # Lightning's teardown has moved the module back to the CPU: sample where it trained
-                    results.update(final_samples(cfg, model, datamodule, run.run_dir, trainer.strategy.root_device))
+                    device = trainer.strategy.root_device
+                    results.update(
+                        final_samples(cfg, model, datamodule, run.run_dir, device, run.sampler, run.data_mean)
+                    )
                     guard.phase("recording", raising=False)
                 except Preempted:
                     status, where = "preempted", "final samples"
@@ -355,35 +359,25 @@ def last_logged_metrics(path: Path) -> dict:
     return out
 
 
-def final_samples(cfg: DictConfig, model: ScoreModel, datamodule, run_dir: Path, device: torch.device) -> dict:
-    """Samples from the final EMA weights on ``device``: samples/final.png; for 2-D mixtures the mode weights."""
-    sampler = build_sampler(cfg.sampler)
+def final_samples(
+    cfg: DictConfig, model: ScoreModel, datamodule, run_dir: Path, device: torch.device, sampler: Sampler, data_mean
+) -> dict:
+    """Samples from the final EMA weights on ``device``: samples/final.png (and samples/final.npz with
+    ``eval.save_npz``); for 2-D mixtures the mode weights and NCSN Fig. 3 (samples/toy_figure.png)."""
     model.to(device)
     net = model.score_net.eval()
-    data_mean = dataset_mean(train_split(datamodule)).to(device) if sampler.wants_data_mean else None
     start = time.perf_counter()
     # per-sample seeds: the same samples as sample.py with seed=cfg.seed draws from this checkpoint
-    res = sampler(net, model.sigmas, tuple(datamodule.data_shape), cfg.seed, device, data_mean=data_mean)
+    res = sampler.draw(net, model.sigmas, tuple(datamodule.data_shape), cfg.seed, device, data_mean=data_mean)
     out = {"sample/final_time_s": time.perf_counter() - start, "sample/final_device": str(device)}
     save_samples_figure(res.samples, run_dir / "samples" / "final.png", datamodule)
+    if cfg.eval.save_npz:  # the layout of sample.py's samples.npz: N x C x H x W in [0, 1] (or N x 2)
+        samples = res.samples.float().cpu()
+        samples = samples.clamp(0, 1) if samples.dim() > 2 else samples
+        np.savez(run_dir / "samples" / "final.npz", samples=samples.numpy())
     mixture = getattr(datamodule, "mixture", None)
     if mixture is not None:
-        w = mixture.mode_weights(res.samples.cpu())
-        out["toy/mode_weights"] = [round(float(v), 4) for v in w]
-        out["toy/weight_error"] = float((w - mixture.weights).abs().max())
-        # NCSN Fig. 3: data, plain and annealed Langevin with exact scores, the learned score field
-        panels = toy_panels(
-            mixture,
-            model.sigmas.cpu(),
-            sampler.wrap(net.cpu()),
-            n=sampler.n_samples,
-            step_lr=sampler.step_lr,
-            n_steps_each=sampler.n_steps_each,
-            seed=cfg.seed,
-            init_low=sampler.init_low,
-            init_high=sampler.init_high,
-            learned_samples=res.samples.cpu(),
-        )
-        toy_figure(panels, run_dir / "samples" / "toy_figure.png", learned_label=sampler.kind)
-        out.update({f"toy/figure_{k}": v for k, v in panels.numbers().items()})
+        out.update(mode_weight_results(mixture, res.samples))
+        figure = run_dir / "samples" / "toy_figure.png"
+        out.update(toy_figure_results(mixture, sampler, net, cfg.seed, res.samples, figure))
     return out

@@ -59,7 +59,7 @@ def job_identity(argv: list[str] | None = None) -> dict:
     if str(hc.mode) == "RunMode.MULTIRUN":
         stamp = "_".join(Path(hc.sweep.dir).parts[-2:])  # .../<date>/<time> by default
         group = f"{sweep or experiment}_{stamp}"
-        varying = sweep_varying_keys(hc, argv)
+        varying = sweep_varying_keys(hc, argv)  # type: ignore[arg-type]  # HydraConf is a DictConfig at run time
         values = {}
         for item in hc.overrides.task:
             key, _, value = item.partition("=")
