@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 from ncsn.core.losses import DSMLoss, dsm_loss
 from ncsn.core.sigmas import make_sigmas
 from ncsn.nets.mlp import ConditionalMLP
+from ncsn.nets.precond import EDMPrecond, check_precond
 from ncsn.training.callbacks import SampleCallback, samples_interval_error
 from ncsn.training.guards import NonFiniteGuard, NonFiniteLossError
 from ncsn.training.optimizer import Adam
@@ -87,11 +88,16 @@ BAD = [
     ("optim.amsgrad=1", Adam, {"amsgrad": 1}),
     ("optim.fused=maybe", Adam, {"fused": "maybe"}),
     ("optim.ema_decay=1.0", EmaUpdate, {"decay": 1.0}),
+    ("model.precond=karras", check_precond, {"precond": "karras"}),
+    ("model.sigma_data=0", check_precond, {"precond": "edm", "sigma_data": 0}),
+    ("model.sigma_data=-0.5", EDMPrecond, {"sigma_data": -0.5}),
 ]
 
 
 @pytest.mark.parametrize("override, cls, kwargs", BAD, ids=[b[0] for b in BAD])
 def test_preflight_refusal_is_the_constructors_own(override, cls, kwargs):
+    if cls is EDMPrecond:  # a network it can wrap: only sigma_data is wrong
+        kwargs = {"net": ConditionalMLP(SIGMAS, dim=2, hidden=8, scale_by_sigma=False, conditioning="sigma"), **kwargs}
     with pytest.raises(ValueError) as own:
         cls(**kwargs)
     message = str(own.value)

@@ -226,3 +226,21 @@ def test_one_level_with_a_sampler_grid_is_refused_before_training(tmp_path, caps
     assert len(err) == 1 and err[0].startswith("error: sampler.num_steps=5 is invalid"), err
     assert "1 noise level)" in err[0]
     assert not (run_dir / "checkpoints").exists()
+
+
+def test_a_set_key_this_configuration_does_not_use_is_named():
+    """digits_fast draws sigma log-normally and samples on its own 5-sigma ODE grid: L only sets
+    the validation levels, and a num_scales sweep would train identical jobs. It is said, not silent."""
+    from ncsn.workflow.overrides import settings_without_effect
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base=None):
+        fast = compose("train", overrides=["experiment=digits_fast", "sigmas.num_scales=10"])
+        default = compose("train", overrides=["sigmas.num_scales=10"])
+    (note,) = settings_without_effect(fast, {"sigmas.num_scales"})
+    assert note.startswith("sigmas.num_scales=10 changes only the validation levels")
+    assert "loss.sigma_sampling=lognormal" in note and "(ode)" in note and "sampler.num_steps=5" in note
+    assert settings_without_effect(fast, {"seed"}) == []  # not set by the user: nothing to say
+    assert settings_without_effect(default, {"sigmas.num_scales"}) == []  # levels + annealed: L is used
+    with open_dict(fast):
+        fast.sampler.num_steps = None  # the ODE on the training levels: L is used
+    assert settings_without_effect(fast, {"sigmas.num_scales"}) == []

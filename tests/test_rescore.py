@@ -178,6 +178,14 @@ def test_rescore_writes_beside_each_job_continues_after_a_kill_and_compare_uses_
     assert res.returncode == 2 and "holds a re-score with other settings (seed)" in res.stderr
     assert _training_records(sweep) == records
 
+    # more held-out images than the split has: refused before any job is scored (nothing written)
+    res = run_cli(
+        "sample.py",
+        *_rescore_cli(sweep, "nll.n_images=100000", "rescore.tag=big", f"hydra.run.dir={tmp_path / 'y'}")[1:],
+    )
+    assert res.returncode == 2 and "nll.n_images=100000 is invalid: the 'val' split has" in res.stderr
+    assert not list(sweep.glob("*/rescore/*big*")) and _training_records(sweep) == records
+
 
 @pytest.mark.slow
 def test_rescore_refuses_a_directory_without_train_jobs_in_one_line(tmp_path):

@@ -103,8 +103,8 @@ def _points_inside(value, job: Job, sweep_dir: Path | None) -> bool:
     if not isinstance(value, str) or "/" not in value and os.sep not in value:
         return False
     dirs = [d for d in (job.path, sweep_dir) if d is not None]
-    for d in dirs:
-        d = str(Path(d).resolve())
+    for path in dirs:
+        d = str(Path(path).resolve())
         if value == d or value.startswith(d + "/") or value.startswith(d + os.sep):
             return True
     if sweep_dir is not None and job.name != ".":
@@ -120,11 +120,11 @@ def varying_keys(jobs, ignore=IGNORE, sweep_dir=None) -> list:
     sweep's directory, keys under a varying override key (a config-group choice such as
     ``model``), and mirrors (a key whose values equal an earlier setting's in every job; keys
     named on the command line come first and are never dropped as mirrors)."""
-    keys = {k for j in jobs for k in j.config}
-    keys = [k for k in keys if not any(fnmatch.fnmatchcase(k, p) for p in ignore)]
+    all_keys = {k for j in jobs for k in j.config}
+    keys = [k for k in all_keys if not any(fnmatch.fnmatchcase(k, p) for p in ignore)]
     vary = {k for k in keys if len({_key(j.config.get(k)) for j in jobs}) > 1}
     vary = {k for k in vary if not any(_points_inside(j.config.get(k), j, sweep_dir) for j in jobs)}
-    order = {}
+    order: dict[str, int] = {}
     for j in jobs:
         for k in j.override_keys:
             order.setdefault(k, len(order))
@@ -132,7 +132,8 @@ def varying_keys(jobs, ignore=IGNORE, sweep_dir=None) -> list:
         vary = {k for k in vary if k in order or any(k.startswith(g + ".") for g in order)}
     vary = {k for k in vary if not any(k.startswith(g + ".") for g in vary)}
     ranked = sorted(vary, key=lambda k: (order.get(k, len(order)), k.count("."), len(k), k))
-    kept, seen = [], {}
+    kept: list = []
+    seen: dict[tuple, str] = {}
     for k in ranked:
         values = tuple(_key(j.config.get(k)) for j in jobs)
         if values in seen and k not in order:
@@ -286,7 +287,7 @@ def compare(
         c.rows.append({col: row.get(col) for col in c.columns})
     c.jobs = jobs
 
-    groups = {}
+    groups: dict[tuple, list] = {}
     for j in jobs:
         if j.finished and (tag is None or tag in j.rescores):  # a job not re-scored: the per-job table only
             groups.setdefault(tuple(_key(j.config.get(k)) for k in group_keys), []).append(j)

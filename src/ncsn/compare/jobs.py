@@ -8,6 +8,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 import yaml
 
@@ -41,9 +42,9 @@ def _load_config(path: Path) -> dict:
 
         cfg = OmegaConf.load(path)
         try:
-            return OmegaConf.to_container(cfg, resolve=True)
+            return cast(dict, OmegaConf.to_container(cfg, resolve=True))
         except Exception:
-            return OmegaConf.to_container(cfg, resolve=False)
+            return cast(dict, OmegaConf.to_container(cfg, resolve=False))
     except ImportError:  # pragma: no cover - omegaconf is a dependency
         return yaml.safe_load(path.read_text()) or {}
 
@@ -54,9 +55,10 @@ def _override_items(path: Path) -> list:
         return []
     items = []
     for o in yaml.safe_load(path.read_text()) or []:
-        key, _, value = str(o).partition("=")
+        key, _, text = str(o).partition("=")
+        value: Any = text
         try:
-            value = yaml.safe_load(value) if value else None
+            value = yaml.safe_load(text) if text else None
         except yaml.YAMLError:
             pass
         items.append((key.lstrip("+~"), value))
@@ -108,7 +110,7 @@ def _num(v) -> float:
 def read_history(job_dir: Path) -> dict:
     """metrics.csv as {column: [(step, value), ...]} (numeric cells only, in file order)."""
     path = Path(job_dir) / "metrics.csv"
-    out = {}
+    out: dict[str, list] = {}
     if not path.is_file():
         return out
     for r in csv.DictReader(path.open(newline="")):
@@ -127,8 +129,8 @@ def _last_step(job_dir: Path) -> str:
     if not path.is_file():
         return ""
     steps = [r.get("step") for r in csv.DictReader(path.open(newline=""))]
-    steps = [s for s in steps if s not in (None, "")]
-    return steps[-1] if steps else ""
+    given = [s for s in steps if s]  # a csv cell: None or "" when empty
+    return given[-1] if given else ""
 
 
 def load_job(job_dir: Path, sweep_dir: Path) -> Job:

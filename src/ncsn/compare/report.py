@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from .analysis import Comparison, _key, value_order
@@ -123,7 +124,7 @@ def write_table_csv(c: Comparison, path: Path) -> None:
             w.writerow(cells)
 
 
-def to_markdown(c: Comparison, out: Path | None = None, plots: tuple = (), title: str = "") -> str:
+def to_markdown(c: Comparison, out: Path | None = None, plots: Sequence[tuple[str, str]] = (), title: str = "") -> str:
     """The report: the ablation table (groups over seeds, sample grids beside each row), the
     plots, every job, the unfinished jobs. Image links are relative to ``out``."""
     out = Path(out) if out is not None else Path.cwd()
@@ -191,6 +192,7 @@ def to_markdown(c: Comparison, out: Path | None = None, plots: tuple = (), title
 def _rescore_note(c: Comparison) -> str:
     """The sentence that says the tables hold a re-score's values (``analysis.use_rescore``)."""
     r = c.rescore
+    assert r is not None, "called only for a comparison that holds a re-score"
     done, missing = r["rescored"], r["missing"]
     text = (
         f"Re-scored with {_fmt(r['n_samples'])} samples, {r['checkpoint']} checkpoint (`rescore/{r['tag']}`, "

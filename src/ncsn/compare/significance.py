@@ -4,10 +4,10 @@ Two groups whose runs give the same value seed for seed (to 1e-9 relative) are s
 identical: the setting they differ in changed nothing the metric sees (a knob this configuration
 does not use: e.g. the number of training levels when the loss draws sigma continuously and the
 sampler runs on its own grid). Seed groups (n >= 2 on both sides): Welch's t-test on the per-run
-values of the metric (the best of each run, or its one value for sample.py jobs), two-sided; "beats" at p < 0.05. Single runs:
-their bootstrap intervals (results.json ``<metric>_ci_low`` / ``_ci_high``, one evaluation per
-job) either overlap (not distinguishable) or not. Otherwise no claim is made, and the sentence
-says why.
+values of the metric (the best of each run, or its one value for sample.py jobs), two-sided;
+"beats" at p < 0.05. Single runs: their bootstrap intervals (results.json ``<metric>_ci_low`` /
+``_ci_high``, one evaluation per job) either overlap (not distinguishable) or not. Otherwise no
+claim is made, and the sentence says why.
 """
 
 from __future__ import annotations

@@ -116,18 +116,15 @@ def adam_kwargs(device, fused: bool | str = "auto") -> dict:
     ``fused=False``: ``{}``, torch's default (foreach on CUDA, a per-parameter loop on CPU);
     ``fused="auto"``: fused on CUDA (the fastest there), the default elsewhere (on this CPU the
     optimizer step is <1 % of a training step, so the choice does not matter; see the docs).
-    The update is the same algorithm; results agree up to float rounding.
+    The update is the same algorithm; results agree up to float rounding. ``fused`` is one of
+    these three (``training.optimizer.Adam`` refuses any other value when it is made).
     """
     kind = _device_type(device)
-    if fused == "auto":
-        return {"fused": True} if kind == "cuda" else {}
     if fused is True:
         if kind not in _FUSED_ADAM_DEVICES:
             raise ValueError(f"fused Adam is not available on device {kind!r} (have: {_FUSED_ADAM_DEVICES})")
         return {"fused": True}
-    if fused is False:
-        return {}
-    raise ValueError(f"optim fused={fused!r} must be true, false or 'auto'")
+    return {"fused": True} if fused == "auto" and kind == "cuda" else {}
 
 
 def cuda_graph_score(

@@ -51,6 +51,15 @@ from .base import ScoreNet
 PRECONDS = ("none", "edm")
 
 
+def check_precond(precond: str = "none", sigma_data: float = 0.5) -> None:
+    """The one rule for ``model.precond`` (one of ``PRECONDS``) and ``model.sigma_data`` (a number
+    > 0): ``EDMPrecond`` applies it, and train.py's pre-flight calls it before any net is built."""
+    if precond not in PRECONDS:
+        raise ValueError(f"model.precond={precond!r} is invalid: must be {' or '.join(PRECONDS)}")
+    if not (is_number(sigma_data) and sigma_data > 0):
+        raise ValueError(f"model.sigma_data={sigma_data!r} is invalid: must be a number > 0")
+
+
 def edm_coefficients(sigma: torch.Tensor, sigma_data: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(c_skip, c_out, c_in) of EDM Table 1 at ``sigma`` (any shape)."""
     total = sigma**2 + sigma_data**2
@@ -74,8 +83,7 @@ class EDMPrecond(ScoreNet):
             raise ValueError(
                 "model.precond='edm' needs model.scale_by_sigma=false (c_out replaces the division by sigma)"
             )
-        if not (is_number(sigma_data) and sigma_data > 0):
-            raise ValueError(f"model.sigma_data={sigma_data!r} is invalid: must be a number > 0")
+        check_precond("edm", sigma_data)
         self.net = net
         self.sigma_data = float(sigma_data)
 

@@ -144,7 +144,7 @@ def load_mask(path: str | Path, size) -> torch.Tensor:
     """Read a mask image: white (grey >= 128) = known = 1; resized to ``size`` = (H, W), nearest."""
     h, w = int(size[0]), int(size[1])
     with Image.open(path) as img:
-        grey = img.convert("L").resize((w, h), Image.NEAREST)
+        grey = img.convert("L").resize((w, h), Image.Resampling.NEAREST)
         return torch.from_numpy((np.asarray(grey) >= 128).astype(np.float32))
 
 

@@ -111,6 +111,7 @@ def langevin_loop(
     bar.close()
     before = x
     if denoise_sigma is not None:
+        assert denoise_level is not None, "denoise_sigma comes with the level it is at (denoise_level)"
         x = x + denoise_sigma**2 * score(x, levels_tensor(n, denoise_level, x.device))
         nfe += 1
     return LangevinResult(hooks.output(x), hooks.output(before), frames, nfe)

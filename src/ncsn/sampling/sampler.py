@@ -5,6 +5,7 @@ in which batches, the initial distribution, the seeds, the final denoising step,
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 
@@ -59,7 +60,8 @@ class Sampler:
         self.init_mean = init_mean if init_mean == "data" else float(init_mean)
         self.denoise = kind.denoise if denoise is None else denoise
         self.autocast, self.compile = autocast, compile
-        self._compiled = None  # (score, torch.compile(score)): compile once, reuse every evaluation
+        # (score, torch.compile(score)): compile once, reuse every evaluation
+        self._compiled: tuple[ScoreFn, ScoreFn] | None = None
 
     @property
     def name(self) -> str:
@@ -91,8 +93,9 @@ class Sampler:
         if self.init == "uniform":
             return self.init_low + (self.init_high - self.init_low) * noise.uniform(shape)
         g = noise.normal(shape)
+        mean: float | torch.Tensor
         if self.init_mean != "data":
-            mean = self.init_mean
+            mean = cast(float, self.init_mean)  # a number once not "data" (__init__)
         elif data_mean is not None:
             mean = data_mean.to(device=g.device, dtype=g.dtype)
         else:  # no data at hand (plain Python use): the middle of the data range

@@ -8,6 +8,7 @@ sigma, (c) annealed Langevin dynamics (Algorithm 1) with exact scores, and, give
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -105,7 +106,9 @@ def sampler_panels(mixture, sigmas: torch.Tensor, sampler, score: ScoreFn, seed:
     learned ``score``: its sample count and start range; panels (b), (c) with its step size and
     steps per level when it is annealed Langevin, else with ``toy_panels``' (NCSN Fig. 3's)."""
     kind = sampler.kind
-    steps = {"step_lr": kind.step_lr, "n_steps_each": kind.n_steps_each} if isinstance(kind, Annealed) else {}
+    steps: dict[str, Any] = (
+        {"step_lr": kind.step_lr, "n_steps_each": kind.n_steps_each} if isinstance(kind, Annealed) else {}
+    )
     return toy_panels(
         mixture,
         sigmas,

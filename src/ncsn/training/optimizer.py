@@ -8,6 +8,8 @@ calls it with the network's parameters.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from ..core.checks import is_number
@@ -40,7 +42,13 @@ class Adam:
         _need("weight_decay", weight_decay, is_number(weight_decay) and weight_decay >= 0, "a number >= 0")
         _need("amsgrad", amsgrad, isinstance(amsgrad, bool), "true or false")
         _need("fused", fused, fused is True or fused is False or fused == "auto", "true, false or auto")
-        self.hparams = {"lr": lr, "betas": (beta1, beta2), "eps": eps, "weight_decay": weight_decay, "amsgrad": amsgrad}
+        self.hparams: dict[str, Any] = {
+            "lr": lr,
+            "betas": (beta1, beta2),
+            "eps": eps,
+            "weight_decay": weight_decay,
+            "amsgrad": amsgrad,
+        }
         self.fused = fused
 
     def __call__(self, params, device) -> torch.optim.Adam:

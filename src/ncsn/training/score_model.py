@@ -19,6 +19,7 @@ from torch.optim.swa_utils import AveragedModel
 from ..core.checks import is_number
 from ..core.losses import DSMLoss, LevelLoss
 from ..core.speed import maybe_compile
+from ..nets.base import ScoreNet
 from .guards import NonFiniteGuard
 from .optimizer import Adam
 from .resume import (
@@ -60,7 +61,7 @@ class ScoreModel(L.LightningModule):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: ScoreNet,
         loss: DSMLoss | None = None,
         optimizer: Adam | None = None,
         ema_decay: float | None = 0.999,

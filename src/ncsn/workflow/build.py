@@ -7,6 +7,7 @@ import inspect
 import logging
 import os
 import re
+from typing import cast
 
 import torch
 from hydra.errors import InstantiationException
@@ -15,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ..core.noise_design import design_noise
 from ..data.base import train_split
-from ..nets.precond import PRECONDS, EDMPrecond
+from ..nets.precond import EDMPrecond, check_precond
 from ..sampling import Sampler, dataset_mean
 from ..training.guards import NonFiniteGuard
 from ..training.score_model import EmaUpdate, ScoreModel
@@ -59,22 +60,28 @@ def build_sigmas(cfg: DictConfig) -> torch.Tensor:
         return instantiate(cfg.sigmas)
 
 
-def build_net(model_cfg: DictConfig, sigmas: torch.Tensor):
-    """The configured net; with ``model.precond=edm`` wrapped in EDM's preconditioning (a score still)."""
+def model_wrapper(model_cfg: DictConfig) -> dict:
+    """``model.precond`` and ``model.sigma_data`` (read here, not by the net's target), checked by
+    ``nets.precond.check_precond``: train.py's pre-flight (``config.validate_train``) calls this."""
     wrapper = {k: model_cfg[k] for k in MODEL_WRAPPER_KEYS if k in model_cfg}
     with user_errors("model"):
+        check_precond(**wrapper)
+    return wrapper
+
+
+def build_net(model_cfg: DictConfig, sigmas: torch.Tensor):
+    """The configured net; with ``model.precond=edm`` wrapped in EDM's preconditioning (a score still)."""
+    wrapper = model_wrapper(model_cfg)
+    with user_errors("model"):
         net = instantiate(target_node(model_cfg, MODEL_WRAPPER_KEYS), sigmas=sigmas)
-        precond = wrapper.get("precond", "none")
-        if precond not in PRECONDS:
-            raise ValueError(f"model.precond={precond!r} is invalid: must be one of {PRECONDS}")
-        return EDMPrecond(net, wrapper.get("sigma_data", 0.5)) if precond == "edm" else net
+        return EDMPrecond(net, wrapper.get("sigma_data", 0.5)) if wrapper.get("precond") == "edm" else net
 
 
 def target_node(node: DictConfig, wrapper_keys) -> DictConfig | dict:
     """``node`` without the keys its ``_target_`` does not take (``config.WRAPPER_KEYS``)."""
     if not any(k in node for k in wrapper_keys):
         return node
-    return {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in wrapper_keys}
+    return {k: v for k, v in cast(dict, OmegaConf.to_container(node, resolve=True)).items() if k not in wrapper_keys}
 
 
 def build_training(cfg: DictConfig) -> dict:
@@ -143,7 +150,7 @@ def build_sampler(sampler_cfg: DictConfig) -> Sampler:
     if not target or OmegaConf.is_missing(sampler_cfg, "_target_"):
         raise ConfigError("sampler: this node names no kind (_target_): choose one with sampler=<kind> (conf/sampler/)")
     check_targets(sampler_cfg, "sampler")  # a key of another kind is refused, never ignored
-    node = OmegaConf.to_container(sampler_cfg, resolve=True)
+    node = cast(dict, OmegaConf.to_container(sampler_cfg, resolve=True))
     shared = {k: node.pop(k) for k in SAMPLER_SHARED if k in node}
     name = node.pop("kind", None)
     with user_errors("sampler"):

@@ -11,6 +11,7 @@ import inspect
 import logging
 import os
 from pathlib import Path
+from typing import Any, cast
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -59,7 +60,7 @@ def need(cfg, key: str, ok, allowed: str) -> None:
         raise ConfigError(f"{key}={value!r} is invalid: must be {allowed}")
 
 
-def check_targets(cfg: DictConfig, prefix: str = "") -> None:
+def check_targets(cfg: DictConfig | ListConfig, prefix: str = "") -> None:
     """Every ``_target_`` node: the target imports and each key is one of its arguments."""
     if isinstance(cfg, ListConfig):
         for i, item in enumerate(cfg):
@@ -76,14 +77,14 @@ def check_targets(cfg: DictConfig, prefix: str = "") -> None:
         params = inspect.signature(obj).parameters
         if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
             wrapper = WRAPPER_KEYS.get(prefix, ())
-            unknown = [k for k in cfg.keys() if k not in HYDRA_SPECIAL and k not in params and k not in wrapper]
+            unknown = [str(k) for k in cfg.keys() if k not in HYDRA_SPECIAL and k not in params and k not in wrapper]
             if unknown:
                 allowed = ", ".join(k for k in params if k not in ("self",))
                 raise ConfigError(f"{prefix}.{unknown[0]} is not a key of {target} (allowed: {allowed})")
     for key in cfg.keys():
         child = cfg._get_node(key)
         if isinstance(child, (DictConfig, ListConfig)) and not child._is_none() and key != "hydra":
-            check_targets(child, f"{prefix}.{key}" if prefix else str(key))
+            check_targets(child, f"{prefix}.{key!s}" if prefix else str(key))
 
 
 SEED_MAX = 2**32 - 1  # numpy's seed range, which Lightning's seed_everything feeds
@@ -97,10 +98,10 @@ def known_top_level_keys(config_name: str) -> set[str] | None:
     path = CONF_DIR / config_name
     if not path.is_file():
         return None
-    main = OmegaConf.load(path)
+    main = cast(DictConfig, OmegaConf.load(path))  # a mapping: train.yaml or sample.yaml
     keys = {str(k) for k in main.keys() if k != "defaults"}
     for entry in main.get("defaults") or []:
-        name = next(iter(entry)) if isinstance(entry, DictConfig) else str(entry)
+        name = str(next(iter(entry))) if isinstance(entry, DictConfig) else str(entry)
         keys.add(name.split()[-1].strip("/").split("@")[0])
     return keys - {"_self_"}
 
@@ -122,13 +123,11 @@ def check_top_level_keys(cfg: DictConfig, config_name: str) -> None:
 def validate_train(cfg: DictConfig) -> None:
     """train.py's checks before any work. A value that an object takes is checked by that object's
     constructor, called here on the config (loss, optimizer, guard, EMA: ``build.build_training``;
-    the noise levels: ``core.sigmas.check_sigmas``); the rest is caught by building."""
+    the preconditioning: ``build.model_wrapper``; the noise levels: ``core.sigmas.check_sigmas``);
+    the rest is caught by building."""
     check_top_level_keys(cfg, "train.yaml")
     need(cfg, "seed", lambda v: is_int(v) and 0 <= v <= SEED_MAX, f"an integer in [0, {SEED_MAX}]")
     need(cfg, "torch_threads", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
-    if "precond" in cfg.model:
-        need(cfg, "model.precond", lambda v: v in ("none", "edm"), "none or edm")
-        need(cfg, "model.sigma_data", lambda v: is_number(v) and v > 0, "a number > 0")
     need(cfg, "allow_config_change", lambda v: isinstance(v, bool), "true or false")
     need(cfg, "ckpt_path", lambda v: v is None or isinstance(v, str), "null, 'last' or a path")
     validate_sigmas(cfg)
@@ -176,7 +175,7 @@ def validate_train(cfg: DictConfig) -> None:
     fid_on = (_get(cfg, "fid.backend") or "none") != "none"
     if fid_on:
         need(cfg, "fid.batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1")
-    callbacks = cfg.get("callbacks") or {}
+    callbacks: Any = cfg.get("callbacks") or {}
     if callbacks.get("best") is not None and callbacks.best.get("monitor") in ("fid", "fid/denoised", "fid/no_denoise"):
         if not fid_on or callbacks.get("samples") is None:
             raise ConfigError(
@@ -190,8 +189,9 @@ def validate_train(cfg: DictConfig) -> None:
         if error:
             raise ConfigError(error)
     check_targets(cfg)
-    from .build import build_training
+    from .build import build_training, model_wrapper
 
+    model_wrapper(cfg.model)  # model.precond, model.sigma_data: the rule of nets.precond
     build_training(cfg)  # loss.* and optim.*: checked by the constructors that use them
 
 
@@ -214,7 +214,7 @@ def validate_sample(cfg: DictConfig) -> None:
     need(cfg, "nnpack", lambda v: isinstance(v, bool), "true or false")
     modes = ("samples", "fid", "inpaint", "interpolate", "progression", "toy_figure", "score_error", "nll", "rescore")
     need(cfg, "mode", lambda v: v in modes, f"one of {modes}")
-    need(cfg, "nll.n_images", lambda v: is_int(v) and v >= 1, "an integer >= 1")
+    need(cfg, "nll.n_images", lambda v: v is None or (is_int(v) and v >= 1), "null or an integer >= 1")
     need(cfg, "nll.batch_size", lambda v: is_int(v) and v >= 1, "an integer >= 1")
     need(cfg, "nll.num_steps", lambda v: is_int(v) and v >= 2, "an integer >= 2")
     need(cfg, "nll.rho", lambda v: is_number(v) and v > 0, "a number > 0")
@@ -321,7 +321,7 @@ def record_run_config(run_dir: Path, resolved: dict, overrides: list[str], allow
     existed = path.exists()
     if existed:
         try:
-            old = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+            old = cast(dict, OmegaConf.to_container(OmegaConf.load(path), resolve=False))
         except Exception as e:  # noqa: BLE001 - any parse failure is reported the same way
             raise ConfigError(f"{path}: the run directory's saved config cannot be read ({e})") from None
         diff = config_differences(old, resolved, overrides)

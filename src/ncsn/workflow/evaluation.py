@@ -3,6 +3,8 @@ check of the held-out bits/dim callback (``val/bpd``)."""
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -51,7 +53,7 @@ def build_fid_for(fid_cfg: DictConfig, datamodule, device: str = "cpu"):
         datamodule.prepare_data()
     try:
         return build_fid(
-            **OmegaConf.to_container(fid_cfg, resolve=True),
+            **cast(dict, OmegaConf.to_container(fid_cfg, resolve=True)),
             dataset=dataset_name(datamodule),
             split="train",
             image_size=int(datamodule.data_shape[-1]),
@@ -78,7 +80,7 @@ def check_val_bpd(cfg: DictConfig, net, datamodule) -> None:
     """At start-up, when ``callbacks.val_bpd.every_n_epochs`` is set: a sigma-continuous network
     (the ODE evaluates every sigma), an interval that is a multiple of the validation interval,
     and no more images than the validation split holds. One line naming the key, else nothing."""
-    node = (cfg.get("callbacks") or {}).get("val_bpd")
+    node: Any = (cfg.get("callbacks") or {}).get("val_bpd")
     every = None if node is None else node.get("every_n_epochs")
     if every is None:
         return

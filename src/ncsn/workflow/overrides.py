@@ -180,3 +180,26 @@ def check_overrides_honoured(final, overrides: list[str] | None = None, groups: 
         f"{s.key} is not honoured: `{s.text}` was set on the command line or by the sweep, but the job's "
         f"final config {held}{more}; a value you set is used as given or nothing runs"
     )
+
+
+#: Sampler kinds that run on a grid of their own (``sampler.num_steps`` sigmas from sigma_1 to sigma_L).
+GRID_KINDS = ("cas", "pc", "ode", "euler")
+
+
+def settings_without_effect(final, user_keys: set[str] | None = None) -> list[str]:
+    """Warnings (one line each) for keys the user set that this configuration does not use for
+    training or for its sampler: honoured, but changing nothing a sweep's metric sees. Today:
+    ``sigmas.num_scales`` when the loss draws sigma continuously and the sampler runs on its own
+    grid (then L only sets the validation levels and the end points stay sigma_1 and sigma_L)."""
+    user_keys = user_set_keys() if user_keys is None else user_keys
+    cfg = final if isinstance(final, DictConfig) else OmegaConf.create(final)
+    out = []
+    kind, num_steps = OmegaConf.select(cfg, "sampler.kind"), OmegaConf.select(cfg, "sampler.num_steps")
+    sampling = OmegaConf.select(cfg, "loss.sigma_sampling")
+    if "sigmas.num_scales" in user_keys and sampling != "levels" and kind in GRID_KINDS and num_steps is not None:
+        out.append(
+            f"sigmas.num_scales={OmegaConf.select(cfg, 'sigmas.num_scales')} changes only the validation levels of "
+            f"this run: the loss draws sigma continuously (loss.sigma_sampling={sampling}) and the sampler "
+            f"({kind}) runs on its own grid (sampler.num_steps={num_steps}) from sigma_1 to sigma_L"
+        )
+    return out

@@ -43,7 +43,7 @@ from .config import ConfigError, atomic_write_text, need, validate_sigmas, write
 from .overrides import check_overrides_honoured
 from .runlock import RunLock
 from .sample import command_line_keys, job_sampler_cfg, load_run, refused_leaves_nothing, resolve_device
-from .sample_modes import ModeContext, run_fid, run_nll
+from .sample_modes import ModeContext, check_nll_images, run_fid, run_nll
 from .sweep_jobs import _SAFE, read_status, saved_config
 
 log = logging.getLogger(__name__)
@@ -175,6 +175,9 @@ def preflight(cfg: DictConfig, sweep: Path, tag: str, settings: dict) -> list[Sw
                 "rescore.bpd=true is invalid for this sweep: no job's network is sigma-continuous "
                 "(bits/dim needs model.conditioning=sigma|none or NCSNv2); set rescore.bpd=false"
             )
+        first = next(j for j in done if j.continuous)
+        _, _, dm = load_run(str(first.path / "checkpoints" / ckpt), "cpu")
+        check_nll_images(cfg.nll.n_images, dm.load_split(dm.val_split), dm.val_split)  # before any scoring
     return done
 
 

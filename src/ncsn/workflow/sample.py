@@ -8,6 +8,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -88,14 +89,14 @@ def merged_sampler_cfg(train_cfg: DictConfig, given: DictConfig, explicit=(), ch
     there ``sampler.rho=null`` means null). ``chosen`` (``sampler=<kind>`` on the command line):
     ``given`` is conf/sampler/<kind>.yaml composed, whose kind and kind settings replace the
     training run's, which keeps its shared settings unless the command line sets them."""
-    cfg = OmegaConf.to_container(train_cfg.sampler, resolve=True)
-    given = OmegaConf.to_container(given, resolve=True)
+    cfg = cast(dict, OmegaConf.to_container(train_cfg.sampler, resolve=True))
+    new = cast(dict, OmegaConf.to_container(given, resolve=True))
     if chosen:
-        own = ("kind", "_target_", *kind_settings(given["_target_"]))
-        cfg = {**{k: v for k, v in cfg.items() if k in SAMPLER_SHARED}, **{k: given[k] for k in own}}
-        given = {k: v for k, v in given.items() if k in explicit}
-    cfg.update({k: v for k, v in given.items() if v is not None or k in explicit})
-    return OmegaConf.create(cfg)
+        own = ("kind", "_target_", *kind_settings(new["_target_"]))
+        cfg = {**{k: v for k, v in cfg.items() if k in SAMPLER_SHARED}, **{k: new[k] for k in own}}
+        new = {k: v for k, v in new.items() if k in explicit}
+    cfg.update({k: v for k, v in new.items() if v is not None or k in explicit})
+    return cast(DictConfig, OmegaConf.create(cfg))
 
 
 def kind_chosen() -> bool:
@@ -131,7 +132,9 @@ def job_sampler_cfg(cfg: DictConfig, train_cfg: DictConfig, net) -> DictConfig:
     """The sampler node this sample.py job uses for a checkpoint (``load_run``'s ``train_cfg`` and
     ``net``; its saved sampler upgraded in place): sample() and mode=rescore (each job's checkpoint)."""
     with open_dict(train_cfg):
-        train_cfg.sampler = upgraded_sampler(OmegaConf.to_container(train_cfg.sampler, resolve=True), net.sigmas)
+        train_cfg.sampler = upgraded_sampler(
+            cast(dict, OmegaConf.to_container(train_cfg.sampler, resolve=True)), net.sigmas
+        )
     return merged_sampler_cfg(train_cfg, cfg.sampler, command_line_keys("sampler"), kind_chosen())
 
 
@@ -179,7 +182,7 @@ def sample(cfg: DictConfig) -> dict:
     sampler_cfg = job_sampler_cfg(cfg, train_cfg, net)
     sampler = build_sampler(sampler_cfg)
 
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = cast(dict, OmegaConf.to_container(cfg, resolve=True))
     resolved["sampler"] = OmegaConf.to_container(sampler_cfg)  # the settings actually used
     resolved["train_config"] = OmegaConf.to_container(train_cfg)
     check_overrides_honoured(resolved)  # every key the user set holds its value, or exit 2
@@ -247,7 +250,7 @@ def _entries(out_dir: Path) -> dict:
     """{path: None} of what ``out_dir`` and its ``.hydra`` hold; the record files (``.hydra/*.yaml``,
     a few kB) with their text."""
     record = out_dir / ".hydra"
-    entries = {p: None for p in out_dir.iterdir()}
+    entries: dict[Path, str | None] = {p: None for p in out_dir.iterdir()}
     if record.is_dir():
         entries.update({p: _text(p) if p.suffix == ".yaml" else None for p in record.iterdir()})
     return entries

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from ..data.base import train_split
 from ..metrics.fid import configured_scores
 from ..metrics.likelihood import check_continuous, heldout_bpd
 from ..metrics.score_error import csv_text, fair_sigma, score_error_by_sigma
+from ..nets.base import ScoreNet
 from ..sampling import Sampler
 from ..sampling.inpainting import InpaintHooks, apply_mask, make_mask
 from ..sampling.interpolation import interpolate
@@ -48,14 +49,14 @@ class ModeContext:
 
     cfg: DictConfig
     train_cfg: DictConfig
-    net: torch.nn.Module
-    datamodule: object
+    net: ScoreNet
+    datamodule: Any  # a LightningDataModule of ncsn.data (data_shape, setup, val_set, ...)
     sampler: Sampler
     out_dir: Path
     device: str
     rank: int = 0
     world_size: int = 1
-    _mean: object = field(default=None, repr=False)
+    _mean: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple:
@@ -63,8 +64,8 @@ class ModeContext:
 
     def data_mean(self) -> torch.Tensor | None:
         """The training data's mean, the centre of a Gaussian initial state (None if unused)."""
-        if self._mean is None and self.sampler.wants_data_mean:
-            self._mean = sampler_data_mean(self.sampler, self.datamodule).to(self.device)
+        if self._mean is None and (mean := sampler_data_mean(self.sampler, self.datamodule)) is not None:
+            self._mean = mean.to(self.device)  # not None exactly when the sampler wants it
         return self._mean
 
     def draw(self, n: int | None = None, indices=None, **kw):
@@ -142,7 +143,8 @@ def run_fid(ctx: ModeContext) -> dict:
         raise ConfigError(f"eval.save_npz=true is invalid with {ctx.world_size} processes: must be false")
     variants = ("denoised", "no_denoise") if ev.denoise_both else ("denoised" if sampler.denoise else "no_denoise",)
     fids = {v: base if i == 0 else base.fresh() for i, v in enumerate(variants)}  # one extractor, one real set
-    kept, grid = {v: [] for v in variants}, []
+    kept: dict[str, list[np.ndarray]] = {v: [] for v in variants}
+    grid: list[torch.Tensor] = []
     mine = torch.arange(ctx.rank, ev.n_samples, ctx.world_size)
     start, nfe = time.perf_counter(), 0
     bar = tqdm(total=len(mine), desc="FID samples", unit="img", dynamic_ncols=True, disable=ctx.rank != 0)
@@ -173,9 +175,17 @@ def run_fid(ctx: ModeContext) -> dict:
     if grid and ctx.rank == 0:
         save_samples_figure(grid[0][: sampler.n_samples], ctx.out_dir / "samples.png", ctx.datamodule)
     if ev.save_npz:  # uint8 N x H x W x C, the layout TTUR / pytorch-fid read
-        arrays = {("samples" if v == variants[0] else f"samples_{v}"): np.concatenate(kept[v]) for v in variants}
+        arrays: dict[str, Any] = {
+            ("samples" if v == variants[0] else f"samples_{v}"): np.concatenate(kept[v]) for v in variants
+        }
         np.savez(ctx.out_dir / "fid_samples.npz", **arrays)
     return out
+
+
+def check_nll_images(n_images: int | None, held, split: str) -> None:
+    """``nll.n_images`` fits the held-out split (null: all of it)."""
+    if n_images is not None and n_images > len(held):
+        raise ConfigError(f"nll.n_images={n_images} is invalid: the {split!r} split has {len(held)} images")
 
 
 def run_nll(ctx: ModeContext) -> dict:
@@ -189,12 +199,12 @@ def run_nll(ctx: ModeContext) -> dict:
         raise ConfigError(f"mode=nll: {e}") from None
     nc, dm = ctx.cfg.nll, ctx.datamodule
     held = dm.load_split(dm.val_split)
-    if nc.n_images > len(held):
-        raise ConfigError(f"nll.n_images={nc.n_images} is invalid: the {dm.val_split!r} split has {len(held)} images")
+    check_nll_images(nc.n_images, held, dm.val_split)
+    n_images = len(held) if nc.n_images is None else nc.n_images
     start = time.perf_counter()
-    args = (nc.n_images, nc.batch_size, ctx.cfg.seed, dm.levels, nc.num_steps, nc.rho, nc.estimator, ctx.device)
+    args = (n_images, nc.batch_size, ctx.cfg.seed, dm.levels, nc.num_steps, nc.rho, nc.estimator, ctx.device)
     r = heldout_bpd(ctx.net, held, *args)
-    info = {"n_images": nc.n_images, "split": dm.val_split, "num_steps": nc.num_steps, "estimator": nc.estimator}
+    info = {"n_images": n_images, "split": dm.val_split, "num_steps": nc.num_steps, "estimator": nc.estimator}
     return {
         "bpd": r["bpd"],
         "bpd_se": r["bpd_se"],

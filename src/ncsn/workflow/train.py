@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import lightning as L
-import numpy as np
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -21,13 +18,12 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from ..core.figures import save_samples_figure
 from ..core.speed import to_channels_last
 from ..data.base import DataError
 from ..sampling import Sampler
 from ..training.checkpoint_io import AtomicCheckpointIO
 from ..training.guards import NonFiniteLossError
-from ..training.loggers import NcsnWandbLogger, log_run_end, trim_metrics
+from ..training.loggers import NcsnWandbLogger, trim_metrics
 from ..training.resume import PROGRESS_KEY
 from ..training.score_model import ScoreModel
 from . import ranks
@@ -50,15 +46,15 @@ from .config import ConfigError, atomic_write_text, record_run_config, validate_
 from .console import console_callbacks
 from .entry import Preempted, RunInterrupted, SigtermGuard
 from .evaluation import build_training_fid, check_fid_weights, check_val_bpd
-from .overrides import check_overrides_honoured
-from .ranks import DDP_LAUNCH_ENV, is_run_dir_writer, pin_ddp_children_to_this_job, ranks_progress, restore_env
+from .overrides import check_overrides_honoured, settings_without_effect
+from .ranks import DDP_LAUNCH_ENV, is_run_dir_writer, pin_ddp_children_to_this_job, restore_env
 from .resources import check_batch_fits, check_resources
+from .run_record import Outcome, write_results
 from .run_summary import best_metric, record_preempted_start_up
 from .runlock import RunLock, remove_stale_temp_files
 from .search import trial_pruning
 from .sweep_jobs import finished_job
-from .toy_results import mode_weight_results, toy_figure_results
-from .wandb_run import continue_ranks_run, job_identity
+from .wandb_run import job_identity
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +81,10 @@ def train(cfg: DictConfig, sigterm_before=()) -> dict:
                 lock = take_run_dir(cfg)
                 run = prepare_run(cfg)
                 check_overrides_honoured(run.resolved)  # every key the user set holds its value, or exit 2
-                notes = settle_resume(run) if lock is not None else []
+                notes = settings_without_effect(run.resolved)  # honoured, but used by nothing the metrics see
+                for note in notes:
+                    log.warning(note)
+                notes += settle_resume(run) if lock is not None else []
                 trainer = build_trainer(cfg, run, guard.was_received)
                 if (done := finished_job(run.run_dir, run.resolved)) is not None:
                     return done  # a finished job of a re-run sweep: skipped (sweep_jobs)
@@ -150,14 +149,14 @@ class Run:
 
     run_dir: Path
     world_size: int
-    datamodule: object
+    datamodule: L.LightningDataModule
     model: ScoreModel
     fid: object  # the training FID (None without one)
     resolved: dict  # the validated, resolved config (saved with the run and every checkpoint)
     ckpt_path: str | None  # the checkpoint to resume from
+    sampler: Sampler  # the configured sampler (samples callback, final samples)
     overrides: list = field(default_factory=list)
     noise_design: dict = field(default_factory=dict)
-    sampler: Sampler | None = None  # the configured sampler (samples callback, final samples)
     data_mean: torch.Tensor | None = None  # its Gaussian start's centre (init_mean=data), computed once
 
 
@@ -190,7 +189,7 @@ def prepare_run(cfg: DictConfig) -> Run:
     except DataError as e:
         raise ConfigError(str(e)) from None
     sigmas = build_sigmas(cfg)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved = cast(dict, OmegaConf.to_container(cfg, resolve=True))
     net = build_net(cfg.model, sigmas)
     check_net_matches_data(net, tuple(datamodule.data_shape))
     sampler = check_sampler_fits(cfg.sampler, net, sigmas)  # e.g. num_steps with one level: refused before training
@@ -203,7 +202,7 @@ def prepare_run(cfg: DictConfig) -> Run:
     fid = build_training_fid(cfg, datamodule)
     model = build_model(cfg, net, resolved)
     overrides = hydra_job_info()[0]
-    return Run(run_dir, world, datamodule, model, fid, resolved, ckpt_path, overrides, design, sampler, data_mean)
+    return Run(run_dir, world, datamodule, model, fid, resolved, ckpt_path, sampler, overrides, design, data_mean)
 
 
 def build_trainer(cfg: DictConfig, run: Run, sigterm_received=None) -> L.Trainer:
@@ -251,133 +250,82 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer, guard: Sigterm
     final samples (on rank 0) and close the loggers and the process group. A SIGTERM during fit
     is Lightning's (``PreemptionCheckpoint``); one during the final samples stops them; either
     way results.json says ``preempted`` and where (``preempted_in``)."""
-    if rank_zero_only.rank == 0:
-        record_run_config(run.run_dir, run.resolved, run.overrides, cfg.allow_config_change)
-    else:  # each other rank records what it runs (its own file; shared files are rank 0's)
-        atomic_write_text(
-            run.run_dir / ".hydra" / f"config.rank{rank_zero_only.rank}.yaml",
-            OmegaConf.to_yaml(OmegaConf.create(run.resolved)),
-        )
+    record_config(cfg, run)
     pin_ddp_children_to_this_job(run.run_dir)
-    model, datamodule = run.model, run.datamodule
-    status, error, where = "finished", None, None
+    outcome = Outcome()
     guard.phase("training", raising=False)  # Lightning stops fit after the batch (PreemptionCheckpoint)
+    try:
+        run_fit(run, trainer, guard, outcome)
+    finally:
+        guard.phase("recording", raising=False)
+        results = write_results(cfg, run, trainer, guard, outcome, notes) if trainer.is_global_zero else {}
+        close_run(trainer, outcome.status)
+    return results
+
+
+def record_config(cfg: DictConfig, run: Run) -> None:
+    """Rank 0 records the run's config (a resumed run's must match, ``config.record_run_config``);
+    each other rank records what it runs in its own file (shared files are rank 0's)."""
+    rank = rank_zero_only.rank  # type: ignore[attr-defined]  # set on the function by Lightning at import
+    if rank == 0:
+        record_run_config(run.run_dir, run.resolved, run.overrides, cfg.allow_config_change)
+    else:
+        atomic_write_text(
+            run.run_dir / ".hydra" / f"config.rank{rank}.yaml", OmegaConf.to_yaml(OmegaConf.create(run.resolved))
+        )
+
+
+def run_fit(run: Run, trainer: L.Trainer, guard: SigtermGuard, outcome: Outcome) -> None:
+    """``trainer.fit``, resuming from ``run.ckpt_path``; ``outcome`` says how it ended. A SIGTERM
+    (last.ckpt saved by PreemptionCheckpoint) ends it as preempted; a non-finite loss, Ctrl-C and
+    any other error are recorded and raised (exit 3, 130 and 1)."""
     try:
         with warnings.catch_warnings(), ranks.sigint_to_rank_zero(trainer):  # DDP: Ctrl-C is rank 0's
             # our training loaders resume mid-epoch exactly (data.base.resume_position);
             # Lightning's warning that they cannot is about loaders without that
             warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before")
-            trainer.fit(model, datamodule=datamodule, ckpt_path=run.ckpt_path, weights_only=True)
-        if trainer.interrupted:
-            status = "interrupted"
-        elif any(getattr(c, "pruned", False) for c in trainer.callbacks):
-            status = "pruned"  # an Optuna trial stopped early on its intermediate FID: no final samples
-        elif guard.received:  # SIGTERM after the last batch's check: fit ended, the final samples do not run
-            status, where = "preempted", "training"
+            trainer.fit(run.model, datamodule=run.datamodule, ckpt_path=run.ckpt_path, weights_only=True)
+        outcome.status, outcome.where = fit_status(trainer, guard)
     except SIGTERMException:
-        status, where = "preempted", "training"  # last.ckpt was saved by PreemptionCheckpoint; exit 0, rerun to resume
+        outcome.status, outcome.where = "preempted", "training"  # exit 0, rerun to resume
         log.warning(
             "SIGTERM: saved %s; run the same command again to resume", run.run_dir / "checkpoints" / "last.ckpt"
         )
     except NonFiniteLossError as e:  # exit 3
-        status, error = "diverged", f"{type(e).__name__}: {e}"
+        outcome.failed("diverged", e)
         raise
     except (KeyboardInterrupt, SystemExit) as e:
         # Ctrl-C: Lightning's handler ends in sys.exit(1); any other exit is a failure
         if isinstance(e, KeyboardInterrupt) or trainer.interrupted:
-            status = "interrupted"
+            outcome.status = "interrupted"
             raise RunInterrupted(f"interrupted at global step {trainer.global_step}; rerun to resume") from None
-        status, error = "failed", f"{type(e).__name__}: {e}"
+        outcome.failed("failed", e)
         raise
     except Exception as e:  # recorded in results.json, then re-raised for the exit status
-        status, error = "failed", f"{type(e).__name__}: {e}"
+        outcome.failed("failed", e)
         raise
-    finally:
-        guard.phase("recording", raising=False)
-        results = {}
-        if trainer.is_global_zero:
-            metrics = trainer.callback_metrics.items()
-            # after a resume, metrics not logged again yet come from metrics.csv (their last value)
-            results = last_logged_metrics(run.run_dir / "metrics.csv") if run.ckpt_path else {}
-            results.update({k: float(v) for k, v in metrics if torch.is_tensor(v) and v.numel() == 1})
-            # one step convention (training.loggers.LOGGING_STEP_OFFSET): global_step = optimizer steps
-            # done; epoch = the 0-based index of the last epoch that ran, as in metrics.csv and file names
-            last_epoch = max(trainer.fit_loop.epoch_progress.current.ready - 1, 0)  # stopped mid-epoch too
-            step, last_epoch = ranks_progress(trainer, run.run_dir, trainer.global_step, last_epoch)
-            results.update(status=status, global_step=step, epoch=last_epoch)
-            results.update(best_metric(run.run_dir / "metrics.csv", "fid"))  # fid/best, fid/best_step
-            results.update({f"noise_design/{k}": v for k, v in run.noise_design.items()})
-            if error:
-                results["error"] = error
-            notes = [*notes, *([model.loss_warning] if model.loss_warning else [])]
-            if notes:
-                results["warnings"] = notes
-            if status == "finished":
-                try:
-                    guard.phase("final samples", raising=True)
-                    # Lightning's teardown has moved the module back to the CPU: sample where it trained
-                    device = trainer.strategy.root_device
-                    results.update(
-                        final_samples(cfg, model, datamodule, run.run_dir, device, run.sampler, run.data_mean)
-                    )
-                    guard.phase("recording", raising=False)
-                except Preempted:
-                    status, where = "preempted", "final samples"
-                    log.warning("SIGTERM during the final samples; run the same command again to draw them")
-                results["status"] = status
-            if where:
-                results["preempted_in"] = where
-            atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
-            try:  # final samples, toy figure and results.json's numbers to W&B
-                continue_ranks_run(trainer.loggers)  # ddp_fork: rank 0's W&B run, not a second one
-                log_run_end(trainer.loggers, run.run_dir, results, step)
-            except Exception as e:  # noqa: BLE001 - the run's own record is written; W&B is a copy
-                log.warning("could not send the end of the run to W&B: %s: %s", type(e).__name__, e)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):  # jobs of a sweep must not bleed into each other
-                import wandb
-
-                wandb.finish(exit_code=0 if status in ("finished", "preempted", "pruned") else 1)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()  # the next job of a sweep starts its own group
-    return results
 
 
-def last_logged_metrics(path: Path) -> dict:
-    """The last value of each metric column of a metrics.csv ({} without one)."""
-    if not path.is_file():
-        return {}
-    out = {}
-    with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            for k, v in row.items():
-                if k not in ("epoch", "step") and k and v not in (None, ""):
-                    try:
-                        out[k] = float(v)
-                    except ValueError:
-                        pass
-    return out
+def fit_status(trainer: L.Trainer, guard: SigtermGuard) -> tuple[str, str | None]:
+    """(status, where) of a fit that returned: interrupted, pruned (an Optuna trial stopped early on
+    its intermediate FID: no final samples), preempted in training (a SIGTERM after the last
+    batch's check: fit ended, the final samples do not run) or finished."""
+    if trainer.interrupted:
+        return "interrupted", None
+    if any(getattr(c, "pruned", False) for c in trainer.callbacks):  # type: ignore[attr-defined]  # set by Lightning
+        return "pruned", None
+    if guard.received:
+        return "preempted", "training"
+    return "finished", None
 
 
-def final_samples(
-    cfg: DictConfig, model: ScoreModel, datamodule, run_dir: Path, device: torch.device, sampler: Sampler, data_mean
-) -> dict:
-    """Samples from the final EMA weights on ``device``: samples/final.png (and samples/final.npz with
-    ``eval.save_npz``); for 2-D mixtures the mode weights and NCSN Fig. 3 (samples/toy_figure.png)."""
-    model.to(device)
-    net = model.score_net.eval()
-    start = time.perf_counter()
-    # per-sample seeds: the same samples as sample.py with seed=cfg.seed draws from this checkpoint
-    res = sampler.draw(net, model.sigmas, tuple(datamodule.data_shape), cfg.seed, device, data_mean=data_mean)
-    out = {"sample/final_time_s": time.perf_counter() - start, "sample/final_device": str(device)}
-    save_samples_figure(res.samples, run_dir / "samples" / "final.png", datamodule)
-    if cfg.eval.save_npz:  # the layout of sample.py's samples.npz: N x C x H x W in [0, 1] (or N x 2)
-        samples = res.samples.float().cpu()
-        samples = samples.clamp(0, 1) if samples.dim() > 2 else samples
-        np.savez(run_dir / "samples" / "final.npz", samples=samples.numpy())
-    mixture = getattr(datamodule, "mixture", None)
-    if mixture is not None:
-        out.update(mode_weight_results(mixture, res.samples))
-        figure = run_dir / "samples" / "toy_figure.png"
-        out.update(toy_figure_results(mixture, sampler, net, cfg.seed, res.samples, figure))
-    return out
+def close_run(trainer: L.Trainer, status: str) -> None:
+    """Finish the W&B run (jobs of a sweep must not bleed into each other) and the process group
+    (the next job of a sweep starts its own)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            wandb.finish(exit_code=0 if status in ("finished", "preempted", "pruned") else 1)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
