@@ -82,8 +82,11 @@ BAD = [
 
 
 def compose_train(overrides, run_dir):
+    """The NCSN digits setup (fixed geometric levels, annealed Langevin), which the values above
+    refer to; an experiment given in ``overrides`` replaces it."""
+    setup = [] if any(o.startswith("experiment=") for o in overrides) else ["experiment=digits_ncsn"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose("train", overrides=[*overrides, f"paths.run_dir={run_dir}", "logger=csv"])
+        return compose("train", overrides=[*setup, *overrides, f"paths.run_dir={run_dir}", "logger=csv"])
 
 
 @pytest.mark.parametrize("overrides, message", BAD, ids=[" ".join(o) for o, _ in BAD])
@@ -144,7 +147,7 @@ def test_bad_value_exit_status_and_run_dir_untouched_in_the_cli(tmp_path):
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "config.yaml").write_text("precious: true\n")
-    res = run_cli("train.py", "sampler.n_steps_each=0", f"hydra.run.dir={run_dir}")
+    res = run_cli("train.py", "sampler=annealed", "sampler.n_steps_each=0", f"hydra.run.dir={run_dir}")
     assert res.returncode == 2, res.stderr[-2000:]
     assert "error: sampler.n_steps_each=0 is invalid: must be an integer >= 1" in res.stderr
     assert (run_dir / ".hydra" / "config.yaml").read_text() == "precious: true\n"

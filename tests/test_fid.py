@@ -466,3 +466,23 @@ def test_fid_bootstrap_interval_holds_the_fid_and_narrows_with_more_samples():
     assert fid.fid_ci is None
     with pytest.raises(ValueError, match="fid.ci_bootstraps=-1"):
         FID(Flatten(4), "x", ci_bootstraps=-1)
+
+
+def test_loading_or_training_the_classifier_leaves_the_global_random_stream_alone(tmp_path):
+    """A run draws the same training noise whether its FID classifier was cached or not: neither
+    path consumes the global torch, NumPy or Python generators."""
+    import random
+
+    from ncsn.metrics.classifier import build_classifier_backend
+
+    for _ in ("train and cache", "load"):
+        torch.manual_seed(123)
+        np.random.seed(123)
+        random.seed(123)
+        build_classifier_backend(tmp_path, "digits", 8, 0, 1, load_digits_arrays)
+        after = (torch.rand(3), np.random.rand(3), random.random())
+        torch.manual_seed(123)
+        np.random.seed(123)
+        random.seed(123)
+        expected = (torch.rand(3), np.random.rand(3), random.random())
+        assert torch.equal(after[0], expected[0]) and np.array_equal(after[1], expected[1]) and after[2] == expected[2]

@@ -6,7 +6,7 @@ import contextlib
 
 import pytest
 import torch
-from conftest import ROOT, TINY_DIGITS, run_cli
+from conftest import ROOT, TINY, TINY_DIGITS, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
@@ -218,7 +218,7 @@ def test_one_level_with_a_sampler_grid_is_refused_before_training(tmp_path, caps
     """An honoured L = 1 under experiment=digits_fast (ode on sampler.num_steps=5 sigmas) would fail
     at the first sample, after training: the sampler's grid is checked against the levels first."""
     run_dir = tmp_path / "run"
-    tiny = [o for o in TINY_DIGITS if not o.startswith("sampler.n_steps_each")]  # ode has no steps per level
+    tiny = TINY  # ode has no steps per level
     overrides = [*tiny, "experiment=digits_fast", "fid=none", "callbacks.best=null", "sigmas.num_scales=1"]
     with hydra_job([*overrides, f"paths.run_dir={run_dir}"]) as cfg:
         assert run_entry(train.train, cfg) == EXIT_BAD_INPUT
@@ -236,11 +236,13 @@ def test_a_set_key_this_configuration_does_not_use_is_named():
     with initialize_config_dir(str(ROOT / "conf"), version_base=None):
         fast = compose("train", overrides=["experiment=digits_fast", "sigmas.num_scales=10"])
         default = compose("train", overrides=["sigmas.num_scales=10"])
+        ncsn = compose("train", overrides=["experiment=digits_ncsn", "sigmas.num_scales=10"])
     (note,) = settings_without_effect(fast, {"sigmas.num_scales"})
     assert note.startswith("sigmas.num_scales=10 changes only the validation levels")
     assert "loss.sigma_sampling=lognormal" in note and "(ode)" in note and "sampler.num_steps=5" in note
     assert settings_without_effect(fast, {"seed"}) == []  # not set by the user: nothing to say
-    assert settings_without_effect(default, {"sigmas.num_scales"}) == []  # levels + annealed: L is used
+    assert settings_without_effect(default, {"sigmas.num_scales"}) == [note]  # the default run is digits_fast's kind
+    assert settings_without_effect(ncsn, {"sigmas.num_scales"}) == []  # levels + annealed: L is used
     with open_dict(fast):
         fast.sampler.num_steps = None  # the ODE on the training levels: L is used
     assert settings_without_effect(fast, {"sigmas.num_scales"}) == []

@@ -444,6 +444,36 @@ def test_sigterm_during_the_final_samples_is_preempted_exit_0_with_honest_result
     assert not (run_dir / "samples" / "final.png").exists()
 
 
+def test_ctrl_c_during_the_final_samples_exits_130_with_honest_results_and_resumes(tmp_path, monkeypatch):
+    """A Ctrl-C (SIGINT) while the final samples are drawn: exit 130, results.json says interrupted
+    in the final samples with the training's results, last.ckpt intact; the same command draws them."""
+    import ncsn.workflow.run_record as run_record
+
+    run_dir, real = tmp_path / "run", run_record.final_samples
+    _stale_results(run_dir)
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # delivered as KeyboardInterrupt before the samples are drawn
+        return real(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(run_record, "final_samples", interrupted)
+        try:
+            code = run_entry(train, compose_train(["trainer.max_steps=8"], run_dir))
+        except KeyboardInterrupt:
+            pytest.fail("the Ctrl-C escaped train(): the process would die of SIGINT without results.json")
+        assert code == EXIT_INTERRUPTED
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "interrupted" and results["interrupted_in"] == "final samples", results
+    assert results["global_step"] == 8 and "val/loss" in results and "train/loss" in results
+    assert "sample/final_time_s" not in results and not (run_dir / "samples" / "final.png").exists()
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    assert run_entry(train, compose_train(["trainer.max_steps=8"], run_dir)) == EXIT_OK
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["status"] == "finished" and "interrupted_in" not in results and results["global_step"] == 8
+    assert (run_dir / "samples" / "final.png").exists()
+
+
 def test_sigterm_while_fit_starts_stops_at_the_first_batch_with_a_checkpoint(tmp_path, monkeypatch):
     """A SIGTERM before Lightning installs its handler (which starts with a clean record) is not
     lost: fit stops after the first batch, saves last.ckpt, and the run is preempted."""

@@ -15,6 +15,7 @@ EMA and optimizer state and its metrics.csv rows must be the straight run's:
 """
 
 import csv
+import json
 import math
 import os
 import signal
@@ -132,3 +133,47 @@ def test_resume_from_an_epochs_last_batch_equals_the_straight_run(tmp_path, monk
     for (s, _, x), (_, _, y) in zip(got, want):
         assert x.keys() == y.keys(), s
         assert all(math.isclose(x[k], y[k], rel_tol=1e-5, abs_tol=1e-7) for k in x), (s, x, y)
+
+
+FINAL_VAL = ["callbacks.samples.every_n_epochs=2", "fid=classifier", "fid.classifier_epochs=3", "eval.n_samples=16"]
+FINAL_VAL += ["fid.ci_bootstraps=0", "fid.kid_subsets=2", "sampler.n_samples=4"]
+
+
+def test_a_kill_during_the_final_validation_runs_it_on_resume(tmp_path, monkeypatch):
+    """Ctrl-C during the validation (samples, FID) due at ``trainer.max_steps`` (step 8, after
+    last.ckpt of that step): the same command runs that validation before fit ends, so metrics.csv
+    has the straight run's step-8 val/loss and FID row and results.json its final values."""
+    cache = [f"paths.cache_dir={tmp_path / 'cache'}"]
+
+    def cfg(run_dir):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            over = [*SETTINGS, *FINAL_VAL, *cache, "callbacks.checkpoint.every_n_train_steps=4", "trainer.max_steps=8"]
+            return compose("train", overrides=[*over, f"paths.run_dir={run_dir}"])
+
+    straight_dir, run_dir = tmp_path / "straight", tmp_path / "run"
+    # a first run fills the FID cache (training the classifier there draws from the global generators)
+    assert run_entry(train, cfg(tmp_path / "warm")) == EXIT_OK
+    assert run_entry(train, cfg(straight_dir)) == EXIT_OK
+    with monkeypatch.context() as patch:
+        stop_at(patch, "on_validation_epoch_start", 8, signal.SIGINT)
+        assert run_entry(train, cfg(run_dir)) == EXIT_INTERRUPTED
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+    assert not any(r[0] == 8 and "val/loss" in r[2] for r in rows(run_dir))  # stopped before it logged
+    assert run_entry(train, cfg(run_dir)) == EXIT_OK  # the same command
+
+    got, want = rows(run_dir), rows(straight_dir)
+    assert [r[:2] for r in got] == [r[:2] for r in want]
+    assert any(s == 8 and "val/loss" in x and "fid" in x for s, _, x in want)
+    for (s, _, x), (_, _, y) in zip(got, want):
+        assert x.keys() == y.keys(), s
+        assert all(math.isclose(x[k], y[k], rel_tol=1e-5, abs_tol=1e-7) for k in x), (s, x, y)
+    a, b = (json.loads((d / "results.json").read_text()) for d in (straight_dir, run_dir))
+    assert a["status"] == b["status"] == "finished" and a["global_step"] == b["global_step"] == 8
+    for k in ("val/loss", "fid", "fid/best", "fid/best_step"):
+        assert math.isclose(a[k], b[k], rel_tol=1e-5, abs_tol=1e-7), (k, a[k], b[k])
+
+    # the straight run's last.ckpt (step 8's, written before its validation) still says it was due:
+    # its finished results.json shows it ran, so the same command again does not run it twice
+    assert torch.load(straight_dir / "checkpoints" / "last.ckpt", weights_only=True)["ncsn_progress"]["val_pending"]
+    assert run_entry(train, cfg(straight_dir)) == EXIT_OK
+    assert rows(straight_dir) == want and not (straight_dir / "metrics.dropped.csv").exists()

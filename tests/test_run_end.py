@@ -64,8 +64,8 @@ def test_wandb_offline_summary_holds_the_minimum_fid(wandb_run):
     assert summary["samples/final"]["_type"].startswith("images")
     # a single run has a name, a group and tags (the experiment's and the CLI's), notes, job type
     run = wb["run"]
-    assert run["group"] == "digits" and re.fullmatch(r"digits_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", run["name"])
-    assert run["tags"] == ["digits", "ablation", "cpu"]
+    assert run["group"] == "digits_ncsn" and re.fullmatch(r"digits_ncsn_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", run["name"])
+    assert run["tags"] == ["digits_ncsn", "ablation", "cpu"]
     assert run["notes"] == "tiny test run" and run["job_type"] == "test"
 
 
@@ -139,7 +139,7 @@ def test_console_says_what_happened_once(wandb_run, tmp_path):
         assert noise not in out, noise
     # .hydra/hydra.yaml: Hydra's record of the job (the chosen config-group options), beside config.yaml
     hydra_cfg = yaml.safe_load((run_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]
-    assert hydra_cfg["runtime"]["choices"]["experiment"] == "digits"
+    assert hydra_cfg["runtime"]["choices"]["experiment"] == "digits_ncsn"
     assert "logger.wandb.job_type=test" in hydra_cfg["overrides"]["task"]
 
     # sample.py tells what it wrote, too

@@ -187,7 +187,8 @@ def build_classifier_backend(
         try:
             blob = torch.load(path, map_location="cpu", weights_only=True)
             meta, state = blob["meta"], blob["state_dict"]
-            model = SmallClassifier(int(meta["in_channels"]), int(meta["num_classes"]))
+            with torch.random.fork_rng(devices=[]):  # weights overwritten below: draw nothing
+                model = SmallClassifier(int(meta["in_channels"]), int(meta["num_classes"]))  # from the run's stream
             model.load_state_dict(state)
         except Exception as e:  # noqa: BLE001 - any unreadable cache gets the same advice
             raise RuntimeError(

@@ -147,6 +147,27 @@ def rebuild_loop_state(checkpoint: dict) -> None:
             loop["epoch_loop.state_dict"]["_batches_that_stepped"] = progress["global_step"]
 
 
+def hold_fit_for_final_validation(trainer, checkpoint: dict) -> int | None:
+    """A checkpoint whose step reaches ``trainer.max_steps``, written after the epoch's last batch
+    with its validation (samples, FID) still due (``val_pending``: a kill during that validation):
+    Lightning would end fit at once ("max_steps reached") without it. Raise ``max_steps`` by one,
+    so the fit loop runs once more and the restored epoch runs its pending validation at the
+    step a straight run does (``rebuild_loop_state``; the training sampler has nothing left of
+    that epoch: ``data.base.resume_position``). Returns the ``max_steps`` to put back once that
+    validation has ended (``release_final_validation``), None when nothing was held."""
+    progress = checkpoint.get(PROGRESS_KEY) or {}
+    max_steps = trainer.fit_loop.max_steps
+    if not progress.get("val_pending") or max_steps is None or not 0 <= max_steps <= progress["global_step"]:
+        return None
+    trainer.fit_loop.epoch_loop.max_steps = progress["global_step"] + 1
+    return max_steps
+
+
+def release_final_validation(trainer, max_steps: int) -> None:
+    """After the held validation (``hold_fit_for_final_validation``): fit ends at ``max_steps``."""
+    trainer.fit_loop.epoch_loop.max_steps = max_steps
+
+
 def align_logging_step(trainer) -> None:
     """Called at each training batch start: the step Lightning logs with (``_batches_that_stepped``)
     is, in a straight run without gradient accumulation, the global step (a batch skipped by

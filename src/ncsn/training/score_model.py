@@ -26,8 +26,10 @@ from .resume import (
     PROGRESS_KEY,
     align_logging_step,
     capture_rng_states,
+    hold_fit_for_final_validation,
     rebuild_loop_state,
     record_progress,
+    release_final_validation,
     restore_rng_states,
     resume_where_fit_stopped,
 )
@@ -77,6 +79,10 @@ class ScoreModel(L.LightningModule):
         self.make_optimizer = Adam() if optimizer is None else optimizer
         self.guard = NonFiniteGuard() if guard is None else guard
         self._in_batch = self._epoch_closed = False  # where fit stands (for PROGRESS_KEY)
+        # set by the training workflow when the validation due at the step resumed from (= max_steps)
+        # has not run yet; the fit loop is held for it (resume.hold_fit_for_final_validation)
+        self.final_validation_pending = False
+        self._held_max_steps: int | None = None
         # The compiled network shares the parameters of self.net; kept out of the module tree so
         # checkpoints and the EMA copy see only self.net's keys.
         self.__dict__["train_net"] = maybe_compile(net, compile_net, compile_mode)
@@ -116,6 +122,8 @@ class ScoreModel(L.LightningModule):
             restore_rng_states(checkpoint["rng_states"])
         rebuild_loop_state(checkpoint)
         resume_where_fit_stopped(checkpoint)
+        if self.final_validation_pending and self._trainer is not None:
+            self._held_max_steps = hold_fit_for_final_validation(self.trainer, checkpoint)
         self.apply_configured_optimizer(checkpoint)
 
     def apply_configured_optimizer(self, checkpoint: dict) -> None:
@@ -143,6 +151,12 @@ class ScoreModel(L.LightningModule):
 
     def on_train_epoch_end(self):
         self._epoch_closed = True
+
+    def on_validation_end(self):
+        # the pending final validation has run (resume.hold_fit_for_final_validation): fit ends
+        if self._held_max_steps is not None and not self.trainer.sanity_checking:
+            release_final_validation(self.trainer, self._held_max_steps)
+            self._held_max_steps = None
 
     # -- training ------------------------------------------------------------------------
     def training_step(self, batch, batch_idx):

@@ -25,6 +25,7 @@ from .config import atomic_write_text
 from .entry import Preempted, SigtermGuard
 from .ranks import ranks_progress
 from .run_summary import best_metric
+from .sweep_jobs import read_status
 from .toy_results import mode_weight_results, toy_figure_results
 from .wandb_run import continue_ranks_run
 
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Outcome:
-    """How the fit ended: results.json's ``status``, ``error`` and ``preempted_in`` (``where``)."""
+    """How the fit ended: results.json's ``status``, ``error`` and ``<status>_in`` (``where``)."""
 
     status: str = "finished"
     error: str | None = None
@@ -49,15 +50,16 @@ class Outcome:
 def write_results(
     cfg: DictConfig, run: Run, trainer: L.Trainer, guard: SigtermGuard, outcome: Outcome, notes=()
 ) -> dict:
-    """results.json (``fit_results``; a finished fit adds its final samples, which a SIGTERM
-    stops: status ``preempted``, ``preempted_in`` says where), then its copy to W&B."""
+    """results.json (``fit_results``; a finished fit adds its final samples, which a SIGTERM or
+    Ctrl-C stops: status ``preempted`` or ``interrupted``, ``preempted_in`` / ``interrupted_in``
+    says where), then its copy to W&B."""
     results = fit_results(run, trainer, outcome, notes)
     step = results["global_step"]
     if outcome.status == "finished":
         results.update(draw_final_samples(cfg, run, trainer, guard, outcome))
         results["status"] = outcome.status
-    if outcome.where:
-        results["preempted_in"] = outcome.where
+    if outcome.where:  # preempted_in / interrupted_in
+        results[f"{outcome.status}_in"] = outcome.where
     atomic_write_text(run.run_dir / "results.json", json.dumps(results, indent=2, sort_keys=True))
     try:  # final samples, toy figure and results.json's numbers to W&B
         continue_ranks_run(trainer.loggers)  # ddp_fork: rank 0's W&B run, not a second one
@@ -90,8 +92,8 @@ def fit_results(run: Run, trainer: L.Trainer, outcome: Outcome, notes=()) -> dic
 
 
 def draw_final_samples(cfg: DictConfig, run: Run, trainer: L.Trainer, guard: SigtermGuard, outcome: Outcome) -> dict:
-    """``final_samples`` where the model trained; a SIGTERM stops them (``outcome``: preempted in
-    the final samples; {} returned)."""
+    """``final_samples`` where the model trained; a SIGTERM or Ctrl-C stops them (``outcome``:
+    preempted or interrupted in the final samples; {} returned; the caller exits 0 or 130)."""
     try:
         guard.phase("final samples", raising=True)
         # Lightning's teardown has moved the module back to the CPU: sample where it trained
@@ -103,6 +105,20 @@ def draw_final_samples(cfg: DictConfig, run: Run, trainer: L.Trainer, guard: Sig
         outcome.status, outcome.where = "preempted", "final samples"
         log.warning("SIGTERM during the final samples; run the same command again to draw them")
         return {}
+    except KeyboardInterrupt:
+        guard.phase("recording", raising=False)
+        outcome.status, outcome.where = "interrupted", "final samples"
+        log.warning("Ctrl-C during the final samples; run the same command again to draw them")
+        return {}
+
+
+def final_validation_done(run_dir: Path, step: int) -> bool:
+    """Whether results.json records a fit that ended at ``step`` after its last validation: finished,
+    or stopped in the final samples (which come after it). Without such a record (a kill during
+    that validation, or before results.json was written) a resume runs it again."""
+    results = read_status(run_dir)
+    where = (results.get("preempted_in"), results.get("interrupted_in"))
+    return results.get("global_step") == step and (results.get("status") == "finished" or "final samples" in where)
 
 
 def last_logged_metrics(path: Path) -> dict:

@@ -49,7 +49,7 @@ from .evaluation import build_training_fid, check_fid_weights, check_val_bpd
 from .overrides import check_overrides_honoured, settings_without_effect
 from .ranks import DDP_LAUNCH_ENV, is_run_dir_writer, pin_ddp_children_to_this_job, restore_env
 from .resources import check_batch_fits, check_resources
-from .run_record import Outcome, write_results
+from .run_record import Outcome, final_validation_done, write_results
 from .run_summary import best_metric, record_preempted_start_up
 from .runlock import RunLock, remove_stale_temp_files
 from .search import trial_pruning
@@ -84,7 +84,7 @@ def train(cfg: DictConfig, sigterm_before=()) -> dict:
                 notes = settings_without_effect(run.resolved)  # honoured, but used by nothing the metrics see
                 for note in notes:
                     log.warning(note)
-                notes += settle_resume(run) if lock is not None else []
+                notes += settle_resume(run, writer=lock is not None)
                 trainer = build_trainer(cfg, run, guard.was_received)
                 if (done := finished_job(run.run_dir, run.resolved)) is not None:
                     return done  # a finished job of a re-run sweep: skipped (sweep_jobs)
@@ -116,11 +116,15 @@ def take_run_dir(cfg: DictConfig) -> RunLock | None:
     return lock
 
 
-def settle_resume(run: Run) -> list[str]:
-    """Under the lock: move metrics.csv's rows past the checkpoint resumed from to
-    metrics.dropped.csv (``training.loggers.trim_metrics``). A checkpoint without our progress
-    record (``training.resume.PROGRESS_KEY``: one of an older version) is resumed with a warning
-    (returned, for results.json): Lightning's own loop counters place it."""
+def settle_resume(run: Run, writer: bool) -> list[str]:
+    """Every rank: a checkpoint at ``trainer.max_steps`` whose validation was still due (a kill
+    during the final validation) runs that validation before fit ends (``ScoreModel.
+    final_validation_pending``), unless results.json shows a fit that got past it
+    (``run_record.final_validation_done``). The writer (under the lock) moves metrics.csv's rows past the
+    checkpoint resumed from to metrics.dropped.csv (``training.loggers.trim_metrics``). A
+    checkpoint without our progress record (``training.resume.PROGRESS_KEY``: one of an older
+    version) is resumed with a warning (returned, for results.json): Lightning's own loop
+    counters place it."""
     step, pending, notes = 0, False, []
     if run.ckpt_path is not None:
         ckpt = load_checkpoint(run.ckpt_path)
@@ -129,14 +133,16 @@ def settle_resume(run: Run) -> list[str]:
         pending = bool((progress or {}).get("val_pending", False))
         max_steps = run.resolved.get("trainer", {}).get("max_steps")
         if pending and max_steps is not None and 0 <= max_steps <= step:
-            pending = False  # a finished fit: nothing after the step runs again, its validation is kept
-        if progress is None:
+            pending = run.model.final_validation_pending = not final_validation_done(run.run_dir, step)
+        if progress is None and writer:
             notes.append(
                 f"ckpt_path={run.ckpt_path!r} has no {PROGRESS_KEY} record: resumed from Lightning's loop "
                 "counters, so the epoch count, the batches left in the epoch and a validation due at the "
                 "checkpoint may differ from a run never stopped (weights, optimizer and random states are exact)"
             )
             log.warning("resume: %s", notes[-1])
+    if not writer:
+        return notes
     dropped = trim_metrics(run.run_dir / "metrics.csv", step, pending)
     if dropped:
         log.info("resume at step %d: moved %d rows of metrics.csv past it to metrics.dropped.csv", step, dropped)
@@ -249,7 +255,8 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer, guard: Sigterm
     """Record the config, fit (resuming from ``run.ckpt_path``), then write results.json and the
     final samples (on rank 0) and close the loggers and the process group. A SIGTERM during fit
     is Lightning's (``PreemptionCheckpoint``); one during the final samples stops them; either
-    way results.json says ``preempted`` and where (``preempted_in``)."""
+    way results.json says ``preempted`` and where (``preempted_in``). A Ctrl-C during the final
+    samples stops them too: results.json says ``interrupted`` (``interrupted_in``), exit 130."""
     record_config(cfg, run)
     pin_ddp_children_to_this_job(run.run_dir)
     outcome = Outcome()
@@ -260,6 +267,10 @@ def fit_and_record(cfg: DictConfig, run: Run, trainer: L.Trainer, guard: Sigterm
         guard.phase("recording", raising=False)
         results = write_results(cfg, run, trainer, guard, outcome, notes) if trainer.is_global_zero else {}
         close_run(trainer, outcome.status)
+    if (outcome.status, outcome.where) == ("interrupted", "final samples"):  # exit 130, recorded
+        raise RunInterrupted(
+            f"interrupted in the final samples at global step {trainer.global_step}; rerun to draw them"
+        )
     return results
 
 
