@@ -95,6 +95,7 @@ def command(sweep_dir: Path, max_steps: int, strategy: str = "ddp") -> list[str]
         "trainer.enable_progress_bar=false",
         "trainer.enable_model_summary=false",
         "sampler.n_samples=8",
+        "experiment=digits_ncsn",
         "sampler.n_steps_each=1",
         "eval.n_samples=16",
         "logger.wandb.mode=offline",

@@ -156,7 +156,10 @@ BAD = [
 def test_bad_values_of_the_new_keys_are_refused_in_one_line(overrides, message, tmp_path, capsys):
     run_dir = tmp_path / "run"
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"paths.run_dir={run_dir}", "logger=csv"])
+        # the level-conditioned small conv net of experiment=digits_ncsn (the default run is already EDM's)
+        cfg = compose(
+            "train", overrides=["experiment=digits_ncsn", *overrides, f"paths.run_dir={run_dir}", "logger=csv"]
+        )
     assert run_entry(train, cfg) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err
@@ -169,7 +172,10 @@ def test_the_config_keys_build_the_wrapper_and_the_default_is_the_bare_net():
 
     edm = ["model.conditioning=sigma", "model.precond=edm", "model.scale_by_sigma=false", "model.sigma_data=0.48"]
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        cfg, default = compose("train", overrides=edm), compose("train")
+        cfg, default = (
+            compose("train", overrides=["experiment=digits_ncsn", *edm]),
+            compose("train", ["experiment=digits_ncsn"]),
+        )
     net = build_net(cfg.model, build_sigmas(cfg))
     assert isinstance(net, EDMPrecond) and net.sigma_data == 0.48 and isinstance(net.net, SmallConvScoreNet)
     assert not net.net.scale_by_sigma and net.net.conditioning == "sigma"

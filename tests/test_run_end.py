@@ -204,7 +204,7 @@ def test_wandb_sweep_group_and_names_under_multirun(tmp_path):
     sweep = tmp_path / "sweep" / "2026-12-01" / "23-40-05"
     runs = [read_offline_run(sweep_job(sweep, f"seed={i}"))["run"] for i in (0, 1)]
     assert [r["name"] for r in runs] == ["seed=0", "seed=1"]  # only the key that varies
-    assert {r["group"] for r in runs} == {"digits_2026-12-01_23-40-05"}  # unique across days
+    assert {r["group"] for r in runs} == {"digits_ncsn_2026-12-01_23-40-05"}  # unique across days
     assert res.stdout.count("── train.py finished") == 2
 
 

@@ -161,7 +161,7 @@ def test_default_run_trains_continuous_sigmas_then_samples_between_the_levels(tm
     out = tmp_path / "annealed"
     res = _sample(ckpt, out, "sampler.n_samples=4", "sampler=annealed", "sampler.n_steps_each=2")
     assert res.returncode == 0, res.stderr[-3000:]
-    assert json.loads((out / "results.json").read_text())["nfe"] == 2 * levels + 1
+    assert json.loads((out / "results.json").read_text())["nfe"] == 2 * levels  # annealed: no denoising step
 
 
 def test_sample_py_kind_change_takes_the_kinds_settings_and_keeps_the_shared_ones():

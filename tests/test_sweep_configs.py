@@ -16,7 +16,11 @@ from ncsn.workflow.sample import merged_sampler_cfg
 
 SWEEPS = sorted(p.stem for p in (ROOT / "conf" / "sweep").glob("*.yaml"))
 SAMPLE_TIME = {"n_steps_each", "step_lr"}  # run on one checkpoint: python sample.py -m ckpt_path=PATH sweep=...
-EXTRA = {"toy_annealing": ["experiment=toy_gmm"]}  # as the sweep's comment says
+# as each sweep's comment says: the noise-level sweeps on NCSN's digits setup (on the default run L and
+# the kind only set the validation levels), the toy one on the toy experiment
+NCSN = ["experiment=digits_ncsn"]
+EXTRA = {"toy_annealing": ["experiment=toy_gmm"], "num_scales": NCSN, "sigma_begin": NCSN, "sigma_end": NCSN}
+EXTRA["sigma_kind"] = NCSN
 
 
 def _compose(config: str, overrides: list[str], hydra_node: bool = False):
@@ -78,8 +82,8 @@ def test_train_sweep_jobs_compose_and_validate(name):
 @pytest.mark.parametrize("name", sorted(SAMPLE_TIME))
 def test_sample_sweep_jobs_compose_and_validate(name):
     """``python sample.py -m ckpt_path=PATH sweep=NAME``: each job's sampler, merged over a
-    training run's (the default run's) sampler as sample.py merges it, builds."""
-    train_cfg = _compose("train", [])
+    training run's (an annealed-Langevin run: experiment=digits_ncsn) sampler as sample.py merges it, builds."""
+    train_cfg = _compose("train", NCSN)
     base = ["ckpt_path=/runs/x/checkpoints/last.ckpt", "paths.run_dir=/runs/x/sample", f"sweep={name}"]
     jobs = _jobs("sample", base)
     for job in jobs:
