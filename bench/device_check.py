@@ -91,7 +91,11 @@ def phase_sample(args) -> None:
         )
     end = time.perf_counter() + args.soft_s
     for kind in KIND_ORDER:
-        over = [f"sampler={kind}", f"sampler.batch_size={args.sample_batch}"]
+        # the experiment's own kind with its settings; the others as sample.py sampler=<kind> gives them, on the
+        # training levels (num_steps=null) so every kind's NFE is for the same 232 sigmas
+        choice = [] if kind == cfg.sampler.kind else [f"sampler={kind}"]
+        grid = ["sampler.num_steps=null"] if kind in ("cas", "pc", "ode", "euler") else []
+        over = [*choice, *grid, f"sampler.batch_size={args.sample_batch}"]
         sampler = build_sampler(sampler_cfg_for(cfg, over))
         nfe = sampler.kind.nfe(len(sigmas), sampler.denoise)
         fewer = {"annealed": ["sampler.n_steps_each=1"], "langevin": [f"sampler.n_steps={args.sample_levels}"]}
