@@ -247,6 +247,10 @@ def main(argv=None) -> int:
         "report: printed only (the known start-up deviations under DDP, docs/runs.md)",
     )
     args = p.parse_args(argv)
+    # the commands must take SIGINT as a program started from a terminal does: a shell that starts
+    # the soak in the background makes it ignore SIGINT, and its children would inherit that (a
+    # signal with a handler here is reset to the default action in a child)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.quick:
         args.signals, args.max_steps = 6, 12
     out = args.out or Path(tempfile.mkdtemp(prefix="ncsn-soak-"))

@@ -1,6 +1,8 @@
-"""Shared test setup: CPU only, W&B offline, one thread per test process (2-core CI)."""
+"""Shared test setup: CPU only, W&B offline, one thread per test process (2-core CI), Ctrl-C as
+in a terminal."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -14,6 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["WANDB_MODE"] = "offline"
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(1)
+# Tests send SIGINT (Ctrl-C) to themselves and to the commands they start. A process a shell starts
+# in the background (nohup, `&` in a script) begins with SIGINT ignored, its children inherit that,
+# and Python then raises no KeyboardInterrupt: give SIGINT its handler back, so those tests mean the
+# same wherever they run (a child of a process with a handler starts with the default action).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run_cli(script: str, *overrides: str, cwd: Path | None = None, timeout: int = 600, env_extra=None):
@@ -62,6 +70,12 @@ TINY = [
 #: A tiny NCSN digits run (experiment=digits_ncsn: level-conditioned net, annealed Langevin), the
 #: setup most end-to-end tests use.
 TINY_DIGITS = ["experiment=digits_ncsn", *TINY, "sampler.n_steps_each=2"]
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    """The job directories of a ``-m`` sweep (those directly under it with ``.hydra/config.yaml``;
+    not what a job writes inside itself, e.g. its ``rescore/`` runs), sorted."""
+    return sorted(p.parent.parent for p in Path(sweep).glob("*/.hydra/config.yaml"))
 
 
 def sweep_job(sweep: Path, *settings: str) -> Path:

@@ -152,3 +152,27 @@ def test_bad_value_exit_status_and_run_dir_untouched_in_the_cli(tmp_path):
     assert "error: sampler.n_steps_each=0 is invalid: must be an integer >= 1" in res.stderr
     assert (run_dir / ".hydra" / "config.yaml").read_text() == "precious: true\n"
     assert not (run_dir / "checkpoints").exists()
+
+
+def test_a_sweep_job_path_unquoted_is_refused_with_the_quoting_that_works(tmp_path):
+    """A sweep job's directory is named by its settings (``seed=1``): Hydra reads the '=' in such a
+    path as a second override. The message names the argument and the quoted form; that form is
+    accepted (the checkpoint it names is then reported missing, not the grammar)."""
+    path = f"{tmp_path}/sweep/seed=1/checkpoints/last.ckpt"
+    res = run_cli("sample.py", f"ckpt_path={path}", f"hydra.run.dir={tmp_path / 'out'}")
+    assert res.returncode == 2, res.stderr[-2000:]
+    (line,) = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
+    assert f"`ckpt_path={path}`" in line and "holding '='" in line
+    quoted = line.split("quote it: ")[1].split(" (several")[0].strip('"')
+    assert quoted == f"ckpt_path='{path}'"
+    res = run_cli("sample.py", quoted, f"hydra.run.dir={tmp_path / 'out'}")
+    assert res.returncode == 2 and "mismatched input" not in res.stderr
+    assert "seed=1/checkpoints/last.ckpt" in res.stderr and "holding '='" not in res.stderr
+
+
+def test_overrides_hydra_parses_are_left_to_hydra():
+    from ncsn.workflow.entry import unquoted_path
+
+    assert unquoted_path(["ckpt_path=/a/seed=1/last.ckpt"]) is not None
+    assert unquoted_path(["ckpt_path='/a/seed=1/last.ckpt'", "seed=3", "-m", "x=a,b", "hydra.run.dir=/a/b"]) is None
+    assert unquoted_path(["ckpt_path=/a/b/last.ckpt", "--cfg", "job", "+x=1"]) is None

@@ -1,6 +1,7 @@
 """Smoke runs of the benchmark scripts (bench/bench_*.py) in their --quick mode: each runs to the
 end and prints its JSON lines (the numbers themselves are not checked: timings depend on the
-machine). bench/common.py is their shared module; bench/sweep_samplers.py needs a checkpoint."""
+machine). bench/common.py is their shared module; bench/sweep_samplers.py needs a checkpoint;
+bench/pixel_stats.py is checked on a hand-made image."""
 
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from conftest import ROOT
 SCRIPTS = sorted(p.name for p in (ROOT / "bench").glob("bench_*.py"))
 
 
-def _run(script: str, *args: str) -> list[dict]:
+def _run(script: str, *args: str, quick: bool = True) -> list[dict]:
+    """The JSON lines ``bench/<script>`` prints (with ``--quick`` unless ``quick=False``)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     res = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), "--quick", *args],
+        [sys.executable, str(ROOT / "bench" / script), *(["--quick"] if quick else []), *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -95,3 +97,17 @@ def test_device_check_quick_prints_every_phase_and_writes_its_json(tmp_path):
         assert any(line.split()[:2] == [kind, str(n)] and line.endswith(" h") for line in lines), kind
     for name in ("eager fp32", "bf16-mixed"):
         assert any(line.strip().startswith(name) for line in lines), name
+
+
+def test_pixel_stats_of_saved_samples_against_closed_form(tmp_path):
+    """bench/pixel_stats.py on a 2x2 image saved as sample.py's fid_samples.npz (uint8, N x H x W x C)."""
+    import numpy as np
+
+    pixels = np.array([0, 255, 128, 5], dtype=np.uint8)
+    np.savez(tmp_path / "fid_samples.npz", samples=pixels.reshape(1, 2, 2, 1))
+    (row,) = _run("pixel_stats.py", str(tmp_path / "fid_samples.npz"), quick=False)
+    x = pixels / 255.0
+    assert row["n"] == 1 and row["at_0"] == row["at_1"] == row["near_0"] == 0.25 and row["near_1"] == 0.0
+    assert row["mean"] == pytest.approx(x.mean(), abs=1e-4) and row["std"] == pytest.approx(x.std(), abs=1e-4)
+    off = [128 / 255 - 8 / 16, 5 / 255 - 0.0]  # the inner pixels' distances to the nearest of 17 levels
+    assert row["off_level_rms"] == pytest.approx(math.sqrt((off[0] ** 2 + off[1] ** 2) / 2), abs=1e-4)

@@ -6,7 +6,7 @@ import contextlib
 
 import pytest
 import torch
-from conftest import ROOT, TINY, TINY_DIGITS, run_cli
+from conftest import ROOT, TINY, TINY_DIGITS, job_dirs, run_cli
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
@@ -195,7 +195,7 @@ def test_num_scales_sweep_under_auto_trains_distinct_schedules(tmp_path):
         f"hydra.sweep.dir={sweep}",
     )
     assert res.returncode == 0, res.stderr[-3000:]
-    jobs = sorted(p.parent.parent for p in sweep.rglob(".hydra/config.yaml"))
+    jobs = job_dirs(sweep)
     saved_levels = sorted(OmegaConf.load(job / ".hydra" / "config.yaml").sigmas.num_scales for job in jobs)
     assert saved_levels == [3, 10]
     sigma_1 = []
@@ -228,6 +228,19 @@ def test_one_level_with_a_sampler_grid_is_refused_before_training(tmp_path, caps
     assert not (run_dir / "checkpoints").exists()
 
 
+def test_the_groups_a_job_selects_are_read_from_its_overrides():
+    """A sweep job of -m sweep=sigma_kind selects sigmas=linear: the warning's input."""
+    from ncsn.workflow.overrides import settings_without_effect, user_chosen_groups
+
+    with hydra_job(["sigmas=linear", "seed=3"]) as cfg:
+        assert user_chosen_groups() == {"sigmas"}
+        (note,) = settings_without_effect(cfg)
+    assert note.startswith("sigmas.kind=linear")
+    with hydra_job(["seed=3"]):
+        assert user_chosen_groups() == set()
+    assert user_chosen_groups() == set()  # outside a Hydra job
+
+
 def test_a_set_key_this_configuration_does_not_use_is_named():
     """digits_fast draws sigma log-normally and samples on its own 5-sigma ODE grid: L only sets
     the validation levels, and a num_scales sweep would train identical jobs. It is said, not silent."""
@@ -237,12 +250,21 @@ def test_a_set_key_this_configuration_does_not_use_is_named():
         fast = compose("train", overrides=["experiment=digits_fast", "sigmas.num_scales=10"])
         default = compose("train", overrides=["sigmas.num_scales=10"])
         ncsn = compose("train", overrides=["experiment=digits_ncsn", "sigmas.num_scales=10"])
-    (note,) = settings_without_effect(fast, {"sigmas.num_scales"})
+        linear = compose("train", overrides=["sigmas=linear"])  # one job of -m sweep=sigma_kind
+        ncsn_linear = compose("train", overrides=["experiment=digits_ncsn", "sigmas=linear"])
+    (note,) = settings_without_effect(fast, {"sigmas.num_scales"}, set())
     assert note.startswith("sigmas.num_scales=10 changes only the validation levels")
     assert "loss.sigma_sampling=lognormal" in note and "(ode)" in note and "sampler.num_steps=5" in note
-    assert settings_without_effect(fast, {"seed"}) == []  # not set by the user: nothing to say
-    assert settings_without_effect(default, {"sigmas.num_scales"}) == [note]  # the default run is digits_fast's kind
-    assert settings_without_effect(ncsn, {"sigmas.num_scales"}) == []  # levels + annealed: L is used
+    assert settings_without_effect(fast, {"seed"}, set()) == []  # not set by the user: nothing to say
+    assert settings_without_effect(default, {"sigmas.num_scales"}, set()) == [note]  # the default is this kind
+    assert settings_without_effect(ncsn, {"sigmas.num_scales"}, set()) == []  # levels + annealed: L is used
+    # the spacing of the levels, chosen as a group (the sigma_kind sweep) or as a key
+    (spacing,) = settings_without_effect(linear, set(), {"sigmas"})
+    assert spacing.startswith("sigmas.kind=linear (the spacing of the levels) changes only the validation levels")
+    assert "sigma_1=1.0 and sigma_L=0.01 are used" in spacing
+    assert settings_without_effect(linear, {"sigmas.kind"}, set()) == [spacing]
+    assert settings_without_effect(linear, set(), {"model"}) == []  # another group: nothing to say
+    assert settings_without_effect(ncsn_linear, set(), {"sigmas"}) == []  # trained on the levels: the spacing counts
     with open_dict(fast):
         fast.sampler.num_steps = None  # the ODE on the training levels: L is used
-    assert settings_without_effect(fast, {"sigmas.num_scales"}) == []
+    assert settings_without_effect(fast, {"sigmas.num_scales"}, set()) == []

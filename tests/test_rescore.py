@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_DIGITS, run_cli
+from conftest import ROOT, TINY_DIGITS, job_dirs, run_cli
 from omegaconf import OmegaConf
 
 from ncsn.compare import compare, main
@@ -64,14 +64,10 @@ def sweep(tmp_path_factory):
     return sweep
 
 
-def _jobs(sweep: Path) -> list[Path]:
-    return sorted(p.parent.parent for p in sweep.glob("*/.hydra/config.yaml"))
-
-
 def _training_records(sweep: Path) -> dict:
     """SHA-256 of every file of every job, except its rescore/ folder."""
     out = {}
-    for job in _jobs(sweep):
+    for job in job_dirs(sweep):
         for p in sorted(job.rglob("*")):
             if p.is_file() and "rescore" not in p.relative_to(job).parts:
                 out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
@@ -84,7 +80,7 @@ def _rescore_cli(sweep: Path, *extra: str) -> list[str]:
 
 @pytest.mark.slow
 def test_val_bpd_logged_in_training_finite_and_positive(sweep):
-    for job in _jobs(sweep):
+    for job in job_dirs(sweep):
         with (job / "metrics.csv").open(newline="") as f:
             values = [float(r["val/bpd"]) for r in csv.DictReader(f) if r["val/bpd"]]
         assert len(values) == 1 and all(math.isfinite(v) and v > 0 for v in values)
@@ -114,7 +110,7 @@ def test_val_bpd_refused_at_start_up_for_a_level_conditioned_net(tmp_path):
 @pytest.mark.slow
 def test_rescore_writes_beside_each_job_continues_after_a_kill_and_compare_uses_it(sweep, tmp_path):
     records = _training_records(sweep)
-    jobs = _jobs(sweep)
+    jobs = job_dirs(sweep)
     assert len(jobs) == 4 and all("=" in j.name and "," in j.name for j in jobs)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1", HYDRA_FULL_ERROR="0")
 

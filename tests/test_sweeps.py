@@ -1,10 +1,9 @@
 """Hydra multirun: a real sweep on the toy mixture, compare's table, multirun + DDP, W&B offline."""
 
 import json
-from pathlib import Path
 
 import pytest
-from conftest import run_cli, sweep_job
+from conftest import job_dirs, run_cli, sweep_job
 from omegaconf import OmegaConf
 
 from ncsn.compare import compare
@@ -17,10 +16,6 @@ TOY_FAST = [
     "trainer.check_val_every_n_epoch=5",
     "callbacks.samples.every_n_epochs=100",
 ]
-
-
-def job_dirs(sweep: Path) -> list[Path]:
-    return sorted(p.parent.parent for p in sweep.rglob(".hydra/config.yaml"))
 
 
 @pytest.mark.slow

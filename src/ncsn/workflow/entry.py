@@ -47,6 +47,9 @@ def run_script(main: Callable[[], object], block_sigterm_at_exit: bool = False) 
     ``block_sigterm_at_exit`` (train.py): once all is written, SIGTERM is blocked, since the
     interpreter's shutdown restores its default action and a SIGTERM in those last moments would
     turn a finished run into "killed by SIGTERM"."""
+    if (message := unquoted_path(sys.argv[1:])) is not None:
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
     try:
         main()
     except SystemExit as e:
@@ -56,6 +59,28 @@ def run_script(main: Callable[[], object], block_sigterm_at_exit: bool = False) 
     finally:
         if block_sigterm_at_exit:
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def unquoted_path(args: list[str]) -> str | None:
+    """The message for the first command-line override Hydra cannot parse because its value is a
+    path holding ``=`` (a sweep job's directory is named by its settings, ``seed=1,...``), with
+    the quoting that makes it one value; None when there is none (Hydra reports anything else)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if arg.startswith("-") or not sep or "=" not in value or "/" not in value or value[:1] in "'\"":
+            continue
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException:
+            return (
+                f"`{arg}`: the value is a path holding '=' (a sweep job's directory), which Hydra reads as "
+                f"another override; quote it: \"{key}='{value}'\" (several, with -m: \"{key}='a','b'\")"
+            )
+    return None
 
 
 class RunInterrupted(RuntimeError):

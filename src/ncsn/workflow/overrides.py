@@ -86,6 +86,17 @@ def user_set_keys() -> set[str]:
     return {s.key for s in set_keys(list(hc.overrides.task), set(hc.runtime.choices.keys()))}
 
 
+def user_chosen_groups() -> set[str]:
+    """The config groups this Hydra job's command line or sweep selects (``sigmas=linear``:
+    ``sigmas``; empty outside Hydra)."""
+    if not HydraConfig.initialized():
+        return set()
+    hc = HydraConfig.get()
+    groups = set(hc.runtime.choices.keys())
+    parsed = OverridesParser.create().parse_overrides(overrides=list(hc.overrides.task))
+    return {o.key_or_group for o in parsed if o.key_or_group in groups}
+
+
 def same_value(given, final) -> bool:
     """``given`` (as the override parser read it) equals ``final`` (the config's value), by
     value not by type: 3 and 3.0 agree, a number and its text agree ("32" and 32), true and 1
@@ -186,20 +197,43 @@ def check_overrides_honoured(final, overrides: list[str] | None = None, groups: 
 GRID_KINDS = ("cas", "pc", "ode", "euler")
 
 
-def settings_without_effect(final, user_keys: set[str] | None = None) -> list[str]:
-    """Warnings (one line each) for keys the user set that this configuration does not use for
-    training or for its sampler: honoured, but changing nothing a sweep's metric sees. Today:
-    ``sigmas.num_scales`` when the loss draws sigma continuously and the sampler runs on its own
-    grid (then L only sets the validation levels and the end points stay sigma_1 and sigma_L)."""
-    user_keys = user_set_keys() if user_keys is None else user_keys
-    cfg = final if isinstance(final, DictConfig) else OmegaConf.create(final)
-    out = []
+def _levels_unused(cfg: DictConfig) -> str | None:
+    """Why this configuration uses its noise levels only for validation, or None when it trains or
+    samples on them: the loss draws sigma continuously and the sampler runs on its own grid."""
     kind, num_steps = OmegaConf.select(cfg, "sampler.kind"), OmegaConf.select(cfg, "sampler.num_steps")
     sampling = OmegaConf.select(cfg, "loss.sigma_sampling")
-    if "sigmas.num_scales" in user_keys and sampling != "levels" and kind in GRID_KINDS and num_steps is not None:
+    if sampling == "levels" or kind not in GRID_KINDS or num_steps is None:
+        return None
+    return (
+        f"the loss draws sigma continuously (loss.sigma_sampling={sampling}) and the sampler ({kind}) runs on "
+        f"its own grid (sampler.num_steps={num_steps}) from sigma_1 to sigma_L"
+    )
+
+
+def settings_without_effect(final, user_keys: set[str] | None = None, chosen: set[str] | None = None) -> list[str]:
+    """Warnings (one line each) for settings the user gave that this configuration does not use
+    for training or for its sampler: honoured, but changing nothing a sweep's metric sees.
+    ``user_keys``: the keys set (None: this Hydra job's); ``chosen``: the groups selected (None:
+    this Hydra job's). Today, when the loss draws sigma continuously and the sampler runs on its
+    own grid (the default run), the levels between the end points only set the validation levels:
+    ``sigmas.num_scales`` (L), and the spacing (``sigmas=linear`` or ``sigmas.kind``, as in
+    ``-m sweep=sigma_kind``), whose end points sigma_1 and sigma_L still count."""
+    user_keys = user_set_keys() if user_keys is None else user_keys
+    chosen = user_chosen_groups() if chosen is None else chosen
+    cfg = final if isinstance(final, DictConfig) else OmegaConf.create(final)
+    why = _levels_unused(cfg)
+    if why is None:
+        return []
+    out = []
+    if "sigmas.num_scales" in user_keys:
         out.append(
             f"sigmas.num_scales={OmegaConf.select(cfg, 'sigmas.num_scales')} changes only the validation levels of "
-            f"this run: the loss draws sigma continuously (loss.sigma_sampling={sampling}) and the sampler "
-            f"({kind}) runs on its own grid (sampler.num_steps={num_steps}) from sigma_1 to sigma_L"
+            f"this run: {why}"
+        )
+    if "sigmas" in chosen or "sigmas.kind" in user_keys:
+        out.append(
+            f"sigmas.kind={OmegaConf.select(cfg, 'sigmas.kind')} (the spacing of the levels) changes only the "
+            f"validation levels of this run, its end points sigma_1={OmegaConf.select(cfg, 'sigmas.sigma_begin')} "
+            f"and sigma_L={OmegaConf.select(cfg, 'sigmas.sigma_end')} are used: {why}"
         )
     return out
