@@ -45,7 +45,7 @@ import common  # puts src/ on sys.path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-KIND_ORDER = ("annealed", "langevin", "cas", "pc", "ode", "euler")
+KIND_ORDER = ("annealed", "langevin", "cas", "pc", "ode", "euler", "edm")
 VARIANTS = {"eager fp32": ("32-true", False), "bf16-mixed": ("bf16-mixed", False), "bf16+compile": ("bf16-mixed", True)}
 FID_N = 50_000
 PHASE_SHARE = {"pytest": 0.25, "sample": 0.2}  # of --budget-s at most; train gets what is left
@@ -94,7 +94,7 @@ def phase_sample(args) -> None:
         # the experiment's own kind with its settings; the others as sample.py sampler=<kind> gives them, on the
         # training levels (num_steps=null) so every kind's NFE is for the same 232 sigmas
         choice = [] if kind == cfg.sampler.kind else [f"sampler={kind}"]
-        grid = ["sampler.num_steps=null"] if kind in ("cas", "pc", "ode", "euler") else []
+        grid = ["sampler.num_steps=null"] if kind in ("cas", "pc", "ode", "euler", "edm") else []
         over = [*choice, *grid, f"sampler.batch_size={args.sample_batch}"]
         sampler = build_sampler(sampler_cfg_for(cfg, over))
         nfe = sampler.kind.nfe(len(sigmas), sampler.denoise)

@@ -7,7 +7,10 @@ line per input (the training images first): mean, std, the fraction of pixels at
 the 8-bit rounding of ``fid_samples.npz``), in (0, 0.03) and in (0.97, 1), and the RMS distance
 to the nearest level of the pixels strictly inside (0, 1); with ``--fid``, the classifier FID
 against the training statistics as saved, mapped onto the nearest level, and with the contrast
-stretched by ``--stretch`` around 0.5 (diagnostics of a sampler's output, not a fix).
+stretched by ``--stretch`` around 0.5 (diagnostics of a sampler's output, not a fix), and the
+L2 distance of each image to its nearest training image (median; fraction under 1.0), with the
+held-out images as the reference for new digits (samples much closer than those copy training
+images).
 
     python sample.py ckpt_path=<run>/checkpoints/last.ckpt mode=fid eval.n_samples=2000 eval.save_npz=true \\
         sampler.num_steps=5 seed=0 out_dir=<out>/n5        # and 11, 21: 9 / 21 / 41 NFE
@@ -43,6 +46,14 @@ def pixel_stats(x: np.ndarray, levels: int) -> dict:
     }
 
 
+def nearest_train(x: np.ndarray, train: np.ndarray) -> dict:
+    """The L2 distance of each image of ``x`` to its nearest training image: median, and the
+    fraction under 1.0."""
+    d = torch.cdist(torch.from_numpy(x).flatten(1).double(), torch.from_numpy(train).flatten(1).double())
+    nearest = d.min(1).values
+    return {"nn_train_median": float(nearest.median()), "nn_train_below_1": float((nearest < 1.0).double().mean())}
+
+
 def load_samples(path: Path) -> np.ndarray:
     """``fid_samples.npz`` (sample.py mode=fid eval.save_npz=true: uint8, N x H x W x C) as N x C x H x W in [0, 1]."""
     with np.load(path) as z:
@@ -73,11 +84,13 @@ def main() -> None:
         fid = build_fid_for(fid_cfg, datamodule)
         mu_r, cov_r = fid.real_stats()
         train = split_images(datamodule, "train").numpy()
+        held_out = split_images(datamodule, "val").numpy()
 
         def score(images: np.ndarray) -> float:
             return round(frechet(fid.features(torch.from_numpy(images).float()).float(), mu_r, cov_r), 3)
 
-    inputs = ([("train", train)] if train is not None else []) + [(str(p), load_samples(p)) for p in args.npz]
+    references = [("train", train), ("held-out", held_out)] if train is not None else []
+    inputs = references + [(str(p), load_samples(p)) for p in args.npz]
     top = args.levels - 1
     for name, x in inputs:
         row = {"images": name, "n": len(x), **pixel_stats(x, args.levels)}
@@ -85,6 +98,8 @@ def main() -> None:
             row["fid"] = score(x)
             row["fid_nearest_level"] = score(np.round(x * top) / top)
             row[f"fid_stretch_{args.stretch}"] = score(np.clip((x - 0.5) * args.stretch + 0.5, 0, 1))
+            if name != "train":
+                row.update(nearest_train(x, train))
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
 
 

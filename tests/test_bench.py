@@ -82,7 +82,7 @@ def test_device_check_quick_prints_every_phase_and_writes_its_json(tmp_path):
     # plain Langevin: conf/sampler/langevin.yaml's n_steps = 200 in all)
     nfe = {r["kind"]: r["nfe"] for r in result["sample"]["rows"]}
     expected = {"annealed": 232 * 5 + 1, "langevin": 200 + 1, "cas": 232, "pc": 2 * 232, "ode": 2 * 231 + 1}
-    assert nfe == {**expected, "euler": 231 + 1}
+    assert nfe == {**expected, "euler": 231 + 1, "edm": 2 * 231 + 1}
     for r in result["sample"]["rows"]:
         assert r["images_per_s"] > 0 and math.isclose(r["fid50k_s"], 50_000 / r["images_per_s"], rel_tol=1e-9)
         assert math.isclose(r["images_per_s"], 2 / (r["s_per_eval"] * r["nfe"]), rel_tol=1e-9)

@@ -79,6 +79,7 @@ def test_modes_honour_the_kind(mode, tiny_ckpt, tmp_path):
         (["sampler=ode", "sampler.num_steps=20"], "error: sampler.num_steps=20 is invalid: must be between 2 and 10"),
         (["sampler=cas", "sampler.eta=0.12"], "error: sampler.eta=0.12 is invalid for kind=cas on this grid"),
         (["sampler=euler", "sampler.num_steps=1"], "error: sampler.num_steps=1 is invalid: must be null or >= 2"),
+        (["sampler=edm"], "error: sampler=edm needs a sigma-continuous network"),  # the digits NCSN: levels
         (  # a key of another kind: refused, never ignored
             ["sampler=cas", "sampler.step_lr=5e-5"],
             "error: sampler.step_lr is not a key of ncsn.sampling.CAS (allowed: eta, num_steps, rho)",

@@ -8,6 +8,7 @@ function ``score(x, cond)`` (cond: level indices, or sigmas for sigma-continuous
     grid.py          the sigmas a sampler visits (training levels, geometric or Karras spacing)
     kinds.py         the sampler kinds as objects (Annealed, Langevin, CAS, PC, ODE): settings, run, NFE
     euler.py         Euler on the probability-flow ODE: a whole kind in one file
+    edm.py           EDM's stochastic sampler (Heun with fresh noise before each step)
     seeds.py         noise sources: per-sample seeds, one generator, slerped pairs
     sampler.py       ``Sampler``: a kind plus the shared settings; ``Sampler.draw``, what every caller uses
     toy_panels.py    the samples and score fields of NCSN Fig. 3 (drawn by ``figures.toy_figure``)
@@ -17,6 +18,7 @@ largest sigma.
 """
 
 from .cas import consistent_annealed
+from .edm import EDM
 from .euler import Euler
 from .grid import NoiseGrid, karras_sigmas, noise_grid
 from .kinds import CAS, ODE, PC, Annealed, Kind, Langevin
@@ -28,6 +30,7 @@ from .seeds import GeneratorNoise, SampleNoise, SlerpNoise, slerp
 
 __all__ = [
     "CAS",
+    "EDM",
     "ODE",
     "PC",
     "Annealed",

@@ -194,7 +194,7 @@ def check_overrides_honoured(final, overrides: list[str] | None = None, groups: 
 
 
 #: Sampler kinds that run on a grid of their own (``sampler.num_steps`` sigmas from sigma_1 to sigma_L).
-GRID_KINDS = ("cas", "pc", "ode", "euler")
+GRID_KINDS = ("cas", "pc", "ode", "euler", "edm")
 
 
 def _levels_unused(cfg: DictConfig) -> str | None:

@@ -198,8 +198,8 @@ def sample(cfg: DictConfig) -> dict:
             atomic_write_text(out_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(task))
         try:
             results.update(mode.run(ctx))
-        except ValueError as e:  # a sampler setting this network cannot take (e.g. sampler.num_steps)
-            if isinstance(e, ConfigError) or not str(e).startswith("sampler."):
+        except ValueError as e:  # a sampler setting or kind this network cannot take (sampler.num_steps, sampler=edm)
+            if isinstance(e, ConfigError) or not str(e).startswith(("sampler.", "sampler=")):
                 raise
             raise ConfigError(str(e)) from None
         if rank == 0:
