@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..core.checks import unwritable
 from ..metrics.likelihood import check_continuous
-from .build import build_net, build_sampler, build_sigmas
+from .build import build_net, build_sigmas, check_sampler_fits
 from .checkpoints import load_checkpoint
 from .config import ConfigError, atomic_write_text, need, validate_sigmas, write_hydra_record
 from .overrides import check_overrides_honoured
@@ -203,7 +203,7 @@ def score_job(cfg: DictConfig, job: SweepJob, stage: Path, device: str, settings
     ckpt = load_checkpoint(str(path))
     train_cfg, net, datamodule = load_run(str(path), device, ckpt)
     sampler_cfg = job_sampler_cfg(cfg, train_cfg, net)
-    sampler = build_sampler(sampler_cfg)
+    sampler = check_sampler_fits(sampler_cfg, net, net.sigmas)
     resolved = cast(dict, OmegaConf.to_container(cfg, resolve=True))
     resolved.update(sampler=OmegaConf.to_container(sampler_cfg), train_config=OmegaConf.to_container(train_cfg))
     check_overrides_honoured(resolved)  # every key the user set holds its value, or exit 2

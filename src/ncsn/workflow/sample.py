@@ -19,9 +19,9 @@ from ..core.speed import NNPACKConv2d, nnpack_convs
 from .build import (
     build_datamodule,
     build_net,
-    build_sampler,
     build_sigmas,
     check_net_matches_data,
+    check_sampler_fits,
     kind_settings,
 )
 from .checkpoints import check_architecture, load_checkpoint, net_state_dict
@@ -180,7 +180,7 @@ def sample(cfg: DictConfig) -> dict:
     if cfg.nnpack:
         nnpack_convs(net)  # CPU fp32 only (a no-op elsewhere); same weights, Winograd 3x3 convs
     sampler_cfg = job_sampler_cfg(cfg, train_cfg, net)
-    sampler = build_sampler(sampler_cfg)
+    sampler = check_sampler_fits(sampler_cfg, net, net.sigmas)  # e.g. sampler=edm on a level net: refused here
 
     resolved = cast(dict, OmegaConf.to_container(cfg, resolve=True))
     resolved["sampler"] = OmegaConf.to_container(sampler_cfg)  # the settings actually used
@@ -198,8 +198,8 @@ def sample(cfg: DictConfig) -> dict:
             atomic_write_text(out_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(task))
         try:
             results.update(mode.run(ctx))
-        except ValueError as e:  # a sampler setting or kind this network cannot take (sampler.num_steps, sampler=edm)
-            if isinstance(e, ConfigError) or not str(e).startswith(("sampler.", "sampler=")):
+        except ValueError as e:  # a sampler setting this network cannot take (e.g. sampler.num_steps)
+            if isinstance(e, ConfigError) or not str(e).startswith("sampler."):
                 raise
             raise ConfigError(str(e)) from None
         if rank == 0:
